@@ -1,0 +1,5 @@
+"""Vigil edge (not built yet)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Vigil processors (not built yet)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Vigil tui (not built yet)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
