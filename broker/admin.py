@@ -38,6 +38,8 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 REQUEST_TIMEOUT = 5.0
 # How long the producer keeps retrying a record before reporting it as failed.
 DELIVERY_TIMEOUT = 30.0
+# How long a group member may wait for its partitions before an idle timeout applies.
+GROUP_JOIN_TIMEOUT = 60.0
 
 # Error codes that mean "no broker answered at all".
 _UNREACHABLE = frozenset({
@@ -417,11 +419,15 @@ def consume_records(
         "fetch.wait.max.ms": 100,
     })
     consumer = Consumer(config)
-    last_activity = time.monotonic()
+    # The idle clock runs from the assignment (or the last record), not from the start:
+    # joining a group can take a while. Until then a group member waits at most
+    # GROUP_JOIN_TIMEOUT (or idle_timeout, if longer) when an idle timeout is set.
+    started = time.monotonic()
+    last_activity: float | None = None
 
     def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
         nonlocal last_activity
-        last_activity = time.monotonic()  # the idle clock starts once we own partitions
+        last_activity = time.monotonic()
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
     try:
@@ -433,15 +439,21 @@ def consume_records(
                      else OFFSET_BEGINNING if from_beginning else OFFSET_END)
             wanted = [partition] if partition is not None else list(range(count))
             consumer.assign([TopicPartition(topic, p, start) for p in wanted])
+            last_activity = time.monotonic()
         seen = 0
-        last_activity = time.monotonic()
         while max_messages is None or seen < max_messages:
             wait = 0.5
             if idle_timeout is not None:
-                remaining = idle_timeout - (time.monotonic() - last_activity)
-                if remaining <= 0:
-                    return
-                wait = min(wait, remaining)
+                if last_activity is None:
+                    limit = max(idle_timeout, GROUP_JOIN_TIMEOUT)
+                    if time.monotonic() - started > limit:
+                        raise AdminError(f"group {group!r} was given no partitions of "
+                                         f"{topic!r} within {limit:g}s")
+                else:
+                    remaining = idle_timeout - (time.monotonic() - last_activity)
+                    if remaining <= 0:
+                        return
+                    wait = min(wait, remaining)
             msg = consumer.poll(wait)
             if msg is None:
                 continue
