@@ -1,0 +1,234 @@
+"""The broker's network shell: an asyncio server speaking Kafka's framing.
+
+Each connection handles its requests one at a time, in arrival order, as Kafka does
+(so responses come back in request order). A connection that sends an unreadable or
+oversized frame is closed; nothing it sent can disturb other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import struct
+import time
+from collections import deque
+from typing import Any
+
+from kio.schema.errors import ErrorCode as E
+
+from broker._apis import HANDLERS, SUPPORTED, api_versions_body
+from broker._codec import (
+    API_VERSIONS_KEY,
+    Buffers,
+    ProtocolError,
+    UnsupportedVersion,
+    decode_request,
+    encode_response,
+)
+from broker._config import BrokerConfig
+from broker._node import Node
+
+__all__ = ["BrokerConfig", "BrokerServer", "run"]
+
+log = logging.getLogger("vigil.broker")
+
+_SIZE = struct.Struct(">i")
+_MAX_QUEUED = 64  # requests buffered per connection before we stop reading from it
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, server: BrokerServer) -> None:
+        self.server = server
+        self.node = server.node
+        self.max_request = server.node.config.setting_int("socket.request.max.bytes")
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.frames: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+        self.closed = False
+        self.reading_paused = False
+        self.peer = "?"
+        self.worker: asyncio.Task[None] | None = None
+
+    # -- asyncio callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server.connections.add(self)
+        self.worker = asyncio.get_running_loop().create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self.wakeup.set()
+        self.can_write.set()
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        start = 0
+        end = len(buf)
+        while end - start >= 4:
+            size = _SIZE.unpack_from(buf, start)[0]
+            if size < 8 or size > self.max_request:
+                log.warning("closing %s: frame of %d bytes (allowed 8..%d)", self.peer, size, self.max_request)
+                self.close()
+                return
+            if end - start - 4 < size:
+                break
+            self.frames.append(bytes(buf[start + 4:start + 4 + size]))
+            start += 4 + size
+        if start:
+            del buf[:start]
+        if self.frames:
+            self.wakeup.set()
+            if len(self.frames) >= _MAX_QUEUED and self.transport is not None:
+                self.transport.pause_reading()
+                self.reading_paused = True
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- request loop ---------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            while not self.closed:
+                if not self.frames:
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+                    continue
+                frame = self.frames.popleft()
+                if self.reading_paused and len(self.frames) < _MAX_QUEUED // 2 and self.transport:
+                    self.transport.resume_reading()
+                    self.reading_paused = False
+                response = await self._handle(frame)
+                if response is None or self.closed:
+                    continue
+                if not self.can_write.is_set():
+                    await self.can_write.wait()
+                assert self.transport is not None
+                self.transport.writelines(response)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("connection %s failed", self.peer)
+            self.close()
+
+    async def _handle(self, frame: bytes) -> Buffers | None:
+        try:
+            request = decode_request(frame, SUPPORTED)
+        except UnsupportedVersion as exc:
+            if exc.api_key == API_VERSIONS_KEY:
+                # Answer in v0, which every client reads, listing what we do support.
+                return encode_response(API_VERSIONS_KEY, 0, exc.correlation_id,
+                                       api_versions_body(E.unsupported_version))
+            log.warning("closing %s: %s", self.peer, exc)
+            self.close()
+            return None
+        except ProtocolError as exc:
+            log.warning("closing %s: %s", self.peer, exc)
+            self.close()
+            return None
+        handler = HANDLERS[request.api_key]
+        try:
+            body = await handler(self.node, request)
+        except Exception:
+            log.exception("API %d v%d from %s failed", request.api_key, request.api_version, self.peer)
+            self.close()
+            return None
+        if body is None:
+            return None
+        return encode_response(request.api_key, request.api_version, request.correlation_id, body)
+
+
+class BrokerServer:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.node = Node(config)
+        self.connections: set[KafkaConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(self), self.config.host, self.config.port, reuse_address=True,
+        )
+        self._tasks.append(loop.create_task(self._flush_timer()))
+        self._tasks.append(loop.create_task(self._retention_timer()))
+        log.info("broker %d listening on %s:%d (advertised %s:%d), data in %s",
+                 self.config.node_id, self.config.host, self.config.port,
+                 self.config.advertised_host, self.config.advertised_port, self.config.data_dir)
+
+    async def _flush_timer(self) -> None:
+        interval = self.config.setting_int("log.flush.scheduler.interval.ms") / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.node.flush_due(time.monotonic())
+            except Exception:
+                log.exception("scheduled flush failed")
+
+    async def _retention_timer(self) -> None:
+        interval = self.config.setting_int("log.retention.check.interval.ms") / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.node.enforce_retention()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.node.close()
+        log.info("broker %d stopped", self.config.node_id)
+
+
+async def serve(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
+    server = BrokerServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(config: BrokerConfig) -> None:
+    """Run a broker node until SIGTERM or SIGINT."""
+    runner: Any
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(serve(config))

@@ -1,0 +1,90 @@
+"""SIGKILL the broker while an idempotent acks=all producer runs: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.conftest import BrokerProcess
+
+
+def test_sigkill_mid_produce_loses_no_acknowledged_record(broker: BrokerProcess) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("crash", 1, 1, config={"flush.messages": "1"})])["crash"].result(10)
+    acked: dict[int, int] = {}  # value -> offset
+    failed: list[tuple[int, KafkaError]] = []
+    lock = threading.Lock()
+
+    def on_delivery(err: KafkaError | None, msg: object) -> None:
+        value = int(msg.value())  # type: ignore[attr-defined]
+        with lock:
+            if err is None:
+                acked[value] = msg.offset()  # type: ignore[attr-defined]
+            else:
+                failed.append((value, err))
+
+    producer = Producer({
+        "bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True,
+        "linger.ms": 2, "message.timeout.ms": 60000, "reconnect.backoff.max.ms": 200,
+        "batch.num.messages": 200,
+    })
+    stop = threading.Event()
+    sent = {"n": 0}
+
+    def run() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                producer.produce("crash", value=str(i).encode(), on_delivery=on_delivery)
+                i += 1
+            except BufferError:
+                producer.poll(0.05)
+                continue
+            if i % 100 == 0:
+                producer.poll(0)
+                time.sleep(0.002)
+        sent["n"] = i
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(acked) < 5000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(acked) >= 5000, "producer made no progress before the crash"
+        broker.kill()  # mid-stream: requests in flight, batches half written
+        acked_before_crash = len(acked)
+        time.sleep(0.5)
+        broker.start()
+        deadline = time.monotonic() + 30
+        while len(acked) < acked_before_crash + 5000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    assert producer.flush(60) == 0
+    fatal = [e for _, e in failed if e.fatal()]
+    assert not fatal, fatal
+    assert len(acked) > acked_before_crash, "producer did not resume after the restart"
+
+    high = max(acked.values()) + 1
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x"})
+    consumer.assign([TopicPartition("crash", 0, 0)])
+    log_values: list[int] = []
+    deadline = time.monotonic() + 60
+    low_high = consumer.get_watermark_offsets(TopicPartition("crash", 0), timeout=10)
+    while len(log_values) < low_high[1] and time.monotonic() < deadline:
+        msgs = consumer.consume(1000, 0.5)
+        log_values.extend(int(m.value()) for m in msgs if m.error() is None)
+    consumer.close()
+
+    assert low_high[1] >= high
+    assert len(log_values) == len(set(log_values)), "a record was written twice"
+    assert log_values == sorted(log_values), "records are out of order"
+    missing = set(acked) - set(log_values)
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:5]}"
+    for value, offset in acked.items():
+        assert log_values[offset] == value, "a record moved from the offset it was acknowledged at"
