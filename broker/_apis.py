@@ -58,7 +58,7 @@ def _storage_error_code(exc: Exception) -> E:
 def _ms(value: Any) -> int:
     """A kio timedelta (or int) in milliseconds."""
     if hasattr(value, "total_seconds"):
-        return round(value.total_seconds() * 1000)
+        return round(float(value.total_seconds()) * 1000)
     return int(value)
 
 

@@ -154,9 +154,9 @@ def _read_tolerant(entity_type: type[Any], buf: bytes | memoryview, offset: int)
     values: dict[str, Any] = {}
     tagged: dict[int, Field[Any]] = {}
     for f in fields(entity_type):
-        tag = get_field_tag(f)
-        if tag is not None:
-            tagged[int(tag)] = f
+        field_tag = get_field_tag(f)
+        if field_tag is not None:
+            tagged[int(field_tag)] = f
             continue
         values[f.name], offset = _read_field_tolerant(entity_type, f, buf, offset, is_tag=False)
     if entity_type.__flexible__:
@@ -164,7 +164,7 @@ def _read_tolerant(entity_type: type[Any], buf: bytes | memoryview, offset: int)
         for _ in range(count):
             tag, offset = _uvarint_at(buf, offset)
             size, offset = _uvarint_at(buf, offset)
-            known = tagged.get(int(tag))
+            known = tagged.get(tag)
             if known is not None:
                 values[known.name], _ = _read_field_tolerant(entity_type, known, buf, offset, is_tag=True)
             offset += size
@@ -177,7 +177,7 @@ def _read_field_tolerant(
     kind = classify_field(f)
     if isinstance(kind, PrimitiveField | PrimitiveTupleField):
         reader = get_field_reader(entity_type, f, False, is_tag)
-        value, used = cast(tuple[Any, int], reader(buf, offset))
+        value, used = reader(buf, offset)
         return value, offset + used
     if isinstance(kind, EntityField):
         if is_optional(f) and not is_tag:
@@ -192,7 +192,7 @@ def _read_field_tolerant(
     else:
         length, used = read_legacy_array_length(buf, offset)
     offset += used
-    if length < 0:
+    if length is None or length < 0:
         return None, offset
     items = []
     for _ in range(length):

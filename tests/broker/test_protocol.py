@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import struct
@@ -126,10 +127,8 @@ def test_garbage_truncated_and_corrupt_frames_do_not_disturb_a_good_client(broke
                     else:  # a Produce with a corrupt record batch
                         s.sendall(request(0, 9, 1, corrupt_produce_body(rng), flexible_header=True))
                         s.settimeout(2)
-                        try:
+                        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
                             read_response(s)
-                        except (ConnectionError, TimeoutError, OSError):
-                            pass
                 attacks["sent"] += 1
             except OSError:
                 pass
