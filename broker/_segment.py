@@ -114,6 +114,11 @@ class Segment:
         self._tidx_rel = array("I")
         self._bytes_since_index = 0
         self._persist_entries = True
+        # Index entries not yet in the files: written at flush, seal and close (one write
+        # instead of one per entry). A crash loses them, but recovery rebuilds the indexes
+        # of every segment past the recovery point anyway.
+        self._idx_pending = bytearray()
+        self._tidx_pending = bytearray()
 
     # -- opening ---------------------------------------------------------------
 
@@ -237,6 +242,8 @@ class Segment:
         self.offset_of_max_timestamp = -1
 
     def _write_index_files(self) -> None:
+        self._idx_pending = bytearray()
+        self._tidx_pending = bytearray()
         pairs = array("I", bytes(8 * len(self._idx_rel)))
         pairs[0::2] = self._idx_rel
         pairs[1::2] = self._idx_pos
@@ -252,24 +259,23 @@ class Segment:
 
     # -- writing ---------------------------------------------------------------
 
-    def fits(self, nbytes: int, last_offset: int, segment_bytes: int) -> bool:
-        """Whether `nbytes` ending at `last_offset` can be appended without a roll."""
-        limit = min(segment_bytes, MAX_SEGMENT_POSITION)
-        return (self.size + nbytes <= limit
-                and last_offset - self.base_offset <= MAX_SEGMENT_POSITION)
-
     def append(self, data: bytes | bytearray | memoryview,
-               batches: list[tuple[int, int, int, int]], next_offset: int) -> None:
+               placed: list[tuple[int, int, int, int]], next_offset: int) -> None:
         """Write `data` (whole batches) at the end with a single os.write.
 
-        `batches` holds (base_offset, max_timestamp, position in data, size) per batch.
+        `placed` holds (base offset, max timestamp, position in data, size) per batch.
         """
         start = self.size
         written = os.write(self._fd, data)
         while written < len(data):  # rare: a short write to a regular file
             written += os.write(self._fd, memoryview(data)[written:])
-        for base, max_ts, rel_pos, size in batches:
-            self._index_batch(base, max_ts, start + rel_pos, size)
+        for base, max_ts, rel_pos, size in placed:
+            if max_ts > self.max_timestamp:
+                self.max_timestamp = max_ts
+                self.offset_of_max_timestamp = base
+            if self._bytes_since_index >= self.index_interval_bytes:
+                self._add_index_entry(base, start + rel_pos)
+            self._bytes_since_index += size
         self.size = start + len(data)
         self.next_offset = next_offset
         self.dirty = True
@@ -279,14 +285,17 @@ class Segment:
             self.max_timestamp = max_ts
             self.offset_of_max_timestamp = base_offset
         if self._bytes_since_index >= self.index_interval_bytes:
-            rel = base_offset - self.base_offset
-            self._idx_rel.append(rel)
-            self._idx_pos.append(position)
-            if self._persist_entries:
-                os.write(self._idx_fd, _OFFSET_ENTRY.pack(rel, position))
-            self._maybe_time_entry()
-            self._bytes_since_index = 0
+            self._add_index_entry(base_offset, position)
         self._bytes_since_index += size
+
+    def _add_index_entry(self, base_offset: int, position: int) -> None:
+        rel = base_offset - self.base_offset
+        self._idx_rel.append(rel)
+        self._idx_pos.append(position)
+        if self._persist_entries:
+            self._idx_pending += _OFFSET_ENTRY.pack(rel, position)
+        self._maybe_time_entry()
+        self._bytes_since_index = 0
 
     def _maybe_time_entry(self) -> None:
         if self.max_timestamp < 0 or (self._tidx_ts and self.max_timestamp <= self._tidx_ts[-1]):
@@ -295,13 +304,23 @@ class Segment:
         self._tidx_ts.append(self.max_timestamp)
         self._tidx_rel.append(rel)
         if self._persist_entries:
-            os.write(self._tidx_fd, _TIME_ENTRY.pack(self.max_timestamp, rel))
+            self._tidx_pending += _TIME_ENTRY.pack(self.max_timestamp, rel)
 
     def seal(self) -> None:
         """Called when the segment stops being active: record its final max timestamp."""
         self._maybe_time_entry()
+        self.write_pending_index()
+
+    def write_pending_index(self) -> None:
+        if self._idx_pending:
+            os.write(self._idx_fd, self._idx_pending)
+            self._idx_pending = bytearray()
+        if self._tidx_pending:
+            os.write(self._tidx_fd, self._tidx_pending)
+            self._tidx_pending = bytearray()
 
     def flush(self) -> None:
+        self.write_pending_index()
         if self.dirty:
             os.fdatasync(self._fd)
             os.fdatasync(self._idx_fd)
@@ -373,11 +392,15 @@ class Segment:
         return removed
 
     def close(self) -> None:
+        if self._fd >= 0:
+            self.write_pending_index()
         for fd in (self._fd, self._idx_fd, self._tidx_fd):
             os.close(fd)
         self._fd = self._idx_fd = self._tidx_fd = -1
 
     def delete(self) -> None:
+        self._idx_pending = bytearray()
+        self._tidx_pending = bytearray()
         if self._fd >= 0:
             self.close()
         for path in (self.log_path, self.index_path, self.timeindex_path):

@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker._batch import (
-    BatchHeader,
+    LOG_OVERHEAD,
     CorruptRecordError,
     InvalidRecordError,
     StorageError,
+    fast_constructor,
+    header_of,
     parse_batches,
+    parse_raw,
     rewrite_batch,
     whole_batches_length,
 )
@@ -40,7 +43,7 @@ from broker._producer_state import (
     ProducerEntry,
     ProducerStateTable,
 )
-from broker._segment import SCAN_CHUNK, Segment, segment_name
+from broker._segment import MAX_SEGMENT_POSITION, SCAN_CHUNK, Segment, segment_name
 
 __all__ = [
     "AppendResult",
@@ -106,6 +109,9 @@ class ReadResult:
     size: int = 0
     log_start_offset: int = 0
     log_end_offset: int = 0
+
+
+_new_result = fast_constructor(AppendResult)
 
 
 class _TailCache:
@@ -184,6 +190,8 @@ class PartitionLog:
         self._hw = 0
         self._recovery_point = 0
         self._closed = False
+        self._segment_ms = config.segment_ms
+        self._segment_limit = min(config.segment_bytes, MAX_SEGMENT_POSITION)
 
     # -- opening and recovery ----------------------------------------------------
 
@@ -332,39 +340,58 @@ class PartitionLog:
         written. A retried idempotent batch is not written again: the result has
         duplicate=True and the offsets it got the first time.
         """
-        headers = parse_batches(records, verify_crc=True)
-        if not headers:
+        raw = parse_raw(records)
+        if not raw:
             raise InvalidRecordError("produce request carries no record batches")
         limit = self.config.max_message_bytes
-        firsts: list[int] = []
-        next_offset = self._leo
-        count = 0
-        for h in headers:
-            if h.size > limit:
+        base = self._leo
+        if len(raw) == 1:  # the usual produce request: one batch
+            position, f = raw[0]
+            size = LOG_OVERHEAD + f[1]
+            placed = [(base, f[8], position, size)]
+            next_offset = base + f[6] + 1
+            count = f[12]
+            idempotent = f[9] >= 0
+            if size > limit:
                 raise RecordTooLargeError(
-                    f"batch at byte {h.position} is {h.size} bytes, above max.message.bytes {limit}"
+                    f"batch at byte {position} is {size} bytes, above max.message.bytes {limit}"
                 )
-            firsts.append(next_offset)
-            next_offset += h.last_offset_delta + 1
-            count += h.record_count
+        else:
+            next_offset = base
+            count = 0
+            placed = []  # (offset, max ts, position, size)
+            idempotent = False
+            for position, f in raw:
+                size = LOG_OVERHEAD + f[1]
+                if size > limit:
+                    raise RecordTooLargeError(
+                        f"batch at byte {position} is {size} bytes, above max.message.bytes "
+                        f"{limit}"
+                    )
+                placed.append((next_offset, f[8], position, size))
+                next_offset += f[6] + 1
+                count += f[12]
+                idempotent = idempotent or f[9] >= 0
         if len(records) > self.config.segment_bytes:
             raise RecordTooLargeError(
                 f"{len(records)} bytes of records do not fit a {self.config.segment_bytes}-byte segment"
             )
-        duplicate, updates = self._producers.plan(headers, firsts)
-        if duplicate is not None:
-            return AppendResult(duplicate.first_offset, duplicate.last_offset, -1,
-                                self._log_start, count, 0, duplicate=True)
+        updates = None
+        if idempotent:
+            headers = [header_of(r) for r in raw]
+            duplicate, updates = self._producers.plan(headers, [p[0] for p in placed])
+            if duplicate is not None:
+                return _new_result(duplicate.first_offset, duplicate.last_offset, -1,
+                                   self._log_start, count, 0, True)
         buf = bytearray(records)
-        for h, first in zip(headers, firsts, strict=True):
-            rewrite_batch(buf, h.position, first, leader_epoch)
-        base = self._leo
-        self._write(buf, headers, firsts, next_offset, count, now_ms)
+        for offset, _, position, _ in placed:
+            rewrite_batch(buf, position, offset, leader_epoch)
+        self._write(buf, placed, next_offset, count, now_ms)
         if updates:
             self._producers.apply(updates)
         if leader_epoch > self.epochs.latest_epoch:
             self.epochs.assign(leader_epoch, base)
-        return AppendResult(base, next_offset - 1, -1, self._log_start, count, len(buf))
+        return _new_result(base, next_offset - 1, -1, self._log_start, count, len(buf), False)
 
     def append_replica(self, records: bytes | memoryview) -> None:
         """Follower path: store batches with their own offsets and leader epochs.
@@ -389,31 +416,35 @@ class PartitionLog:
                 )
             expected = h.last_offset + 1
             count += h.record_count
-        self._write(bytes(records), headers, [h.base_offset for h in headers], expected, count,
-                    int(time.time() * 1000))
+        placed = [(h.base_offset, h.max_timestamp, h.position, h.size) for h in headers]
+        self._write(bytes(records), placed, expected, count, int(time.time() * 1000))
         for h in headers:
             self._producers.load_batch(h)
             if h.partition_leader_epoch > self.epochs.latest_epoch:
                 self.epochs.assign(h.partition_leader_epoch, h.base_offset)
 
-    def _write(self, buf: bytes | bytearray, headers: list[BatchHeader], firsts: list[int],
+    def _write(self, buf: bytes | bytearray, placed: list[tuple[int, int, int, int]],
                next_offset: int, count: int, now_ms: int) -> None:
+        """Write whole batches; `placed` is (offset, max timestamp, position, size) each."""
         seg = self._segments[-1]
         if seg.size and (
-            not seg.fits(len(buf), next_offset - 1, self.config.segment_bytes)
-            or now_ms - seg.created_ms >= self.config.segment_ms
+            now_ms - seg.created_ms >= self._segment_ms
+            or seg.size + len(buf) > self._segment_limit
+            or next_offset - 1 - seg.base_offset > MAX_SEGMENT_POSITION
         ):
             seg = self._roll(now_ms)
         if not seg.size:
             seg.created_ms = now_ms
-        seg.append(buf, [(first, h.max_timestamp, h.position, h.size)
-                         for h, first in zip(headers, firsts, strict=True)], next_offset)
+        seg.append(buf, placed, next_offset)
         if not self._unflushed or self._unflushed[-1] is not seg:
             self._unflushed.append(seg)
         view = memoryview(buf)
-        for h, first in zip(headers, firsts, strict=True):
-            self._cache.add(first, first + h.last_offset_delta,
-                            view[h.position : h.position + h.size])
+        if len(placed) == 1:
+            self._cache.add(placed[0][0], next_offset - 1, view)
+        else:
+            for i, (offset, _, position, size) in enumerate(placed):
+                last = placed[i + 1][0] - 1 if i + 1 < len(placed) else next_offset - 1
+                self._cache.add(offset, last, view[position : position + size])
         self._leo = next_offset
         self.unflushed_bytes += len(buf)
         self.unflushed_messages += count
