@@ -152,7 +152,7 @@ def test_list_offsets_by_timestamp_with_librdkafka(broker: BrokerProcess) -> Non
     for i in range(10):
         producer.produce("timed", value=f"t{i}".encode(), timestamp=base + i * 60_000)
         producer.flush(10)  # one batch per record, so lookups are exact
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x"})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x", "enable.auto.commit": False})
     def lookup(ts: int) -> int:
         return consumer.offsets_for_times([TopicPartition("timed", 0, ts)], timeout=10)[0].offset
 
@@ -202,7 +202,7 @@ def test_topics_survive_restart_with_their_data(broker: BrokerProcess) -> None:
     assert sorted(m.value() for m in msgs) == sorted(v for _, v in records)
     # and the log keeps growing from where it was
     produce_all(broker.bootstrap, "durable", [(b"k0", b"after restart")])
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x"})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x", "enable.auto.commit": False})
     total = sum(consumer.get_watermark_offsets(TopicPartition("durable", p), timeout=10)[1] for p in range(2))
     consumer.close()
     assert total == 201

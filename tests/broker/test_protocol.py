@@ -148,7 +148,7 @@ def test_garbage_truncated_and_corrupt_frames_do_not_disturb_a_good_client(broke
         for t in threads:
             t.join()
     assert attacks["sent"] > 20
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x"})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x", "enable.auto.commit": False})
     consumer.assign([TopicPartition("steady", 0, 0)])
     values = []
     deadline = time.monotonic() + 20
@@ -186,6 +186,6 @@ def test_corrupt_batch_is_rejected_with_corrupt_message(broker: BrokerProcess) -
     pos = 4 + 1 + 1 + 1 + len("steady") + 1
     index, error, base_offset = struct.unpack_from(">ihq", payload, pos)
     assert (index, error, base_offset) == (0, 2, -1)  # CORRUPT_MESSAGE
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x"})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "x", "enable.auto.commit": False})
     assert consumer.get_watermark_offsets(TopicPartition("steady", 0), timeout=10) == (0, 0)
     consumer.close()

@@ -42,8 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 log = logging.getLogger("vigil.perf")
 
-# (record size in bytes, records for a full run, records for --quick)
-SIZES: tuple[tuple[int, int, int], ...] = ((100, 1_000_000, 100_000), (1024, 300_000, 30_000))
+# (record size in bytes, records for a full run, records for --quick). A full run keeps
+# each produce phase busy for 5+ seconds on a 2-core EPYC against either broker.
+SIZES: tuple[tuple[int, int, int], ...] = ((100, 5_000_000, 500_000), (1024, 1_500_000, 150_000))
 WARMUP_RECORDS = 20_000
 STALL_TIMEOUT = 60.0  # seconds without progress before a phase is declared stuck
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -220,6 +221,14 @@ def create_topic(bootstrap: str, name: str) -> None:
     raise RuntimeError(f"topic {name} has no metadata after create")
 
 
+def delete_topic(bootstrap: str, name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        admin.delete_topics([name], request_timeout=15)[name].result(timeout=20)
+    except KafkaException as exc:
+        log.warning("could not delete %s: %s", name, exc)
+
+
 def produce(broker: Broker, topic: str, records: int, size: int) -> Measurement:
     """Send `records` values of `size` bytes and wait for every acknowledgement. The clock
     starts once the producer is connected and knows the topic's leader."""
@@ -316,6 +325,7 @@ def bench_broker(broker: Broker, sizes: Sequence[tuple[int, int]],
             create_topic(broker.bootstrap, topic)
             produced.append(produce(broker, topic, records, size))
             fetched.append(fetch(broker, topic, records, size))
+            delete_topic(broker.bootstrap, topic)  # keep memory and disk use to one round
             log.info("%s %dB: produce %.1f MB/s, fetch %.1f MB/s", broker.name, size,
                      produced[-1].mb_per_s, fetched[-1].mb_per_s)
         for runs in (produced, fetched):
@@ -397,7 +407,7 @@ def ratio_rows(results: Sequence[Measurement]) -> list[dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--records", type=int,
-                        help="records per size (default 1,000,000 x 100 B and 300,000 x 1 KiB)")
+                        help="records per size (default 5,000,000 x 100 B and 1,500,000 x 1 KiB)")
     parser.add_argument("--quick", action="store_true",
                         help="a tenth of the default records, one round")
     parser.add_argument("--rounds", type=int,
