@@ -19,6 +19,8 @@ _PARTS: tuple[tuple[str, str], ...] = (
     ("deploy.up", "the one-box launcher"),
 )
 
+_OWN_PACKAGES = {"edge", "gateway", "broker", "processors", "tui", "deploy"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Vigil telemetry appliance")
@@ -29,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name, _ in _PARTS:
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:  # a part whose dependencies are not installed
+        except ImportError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing in _OWN_PACKAGES:
+                raise  # our own bug, not a missing optional dependency
+            # a part whose dependencies are not installed here (e.g. the edge install)
             logging.getLogger("vigil").debug("skipping %s: %s", module_name, exc)
             continue
         module.register(sub)
