@@ -6,7 +6,6 @@ the supervisor as it is built (MQTT broker, gateway, processors, API, simulators
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import subprocess
