@@ -190,6 +190,7 @@ def test_partition_out_of_range(broker: BrokerProcess) -> None:
                          bootstrap=b), "no partition 5")
 
 
+@pytest.mark.skip(reason="needs the group coordinator (The log, part 2: consumer groups)")
 def test_group_consumer_resumes_where_it_committed(broker: BrokerProcess) -> None:
     b = broker.bootstrap
     ok(vigil("topics", "create", "alerts", "--partitions", "2", bootstrap=b))
