@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +21,7 @@ from broker._batch import (
 )
 from broker._codec import Request
 from broker._config import TOPIC_CONFIGS, ConfigError
+from broker._group_apis import GROUP_VERSIONS
 from broker._node import Node, PartitionState
 from broker._storage import (
     InvalidProducerEpochError,
@@ -534,5 +534,4 @@ SUPPORTED: dict[int, tuple[int, int]] = {
 }
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+SUPPORTED.update(GROUP_VERSIONS)

@@ -79,6 +79,7 @@ class Request:
     correlation_id: int
     client_id: str | None
     body: Any
+    peer_host: str = ""
 
 
 _I16x2_I32 = struct.Struct(">hhi")
@@ -94,7 +95,8 @@ def frame_size(prefix: bytes | memoryview) -> int:
 # Decoding
 
 
-def decode_request(frame: bytes | memoryview, supported: dict[int, tuple[int, int]]) -> Request:
+def decode_request(frame: bytes | memoryview, supported: dict[int, tuple[int, int]],
+                   peer_host: str = "") -> Request:
     """Decode one request frame (without its size prefix).
 
     Raises ``UnsupportedVersion`` for an API or version outside ``supported`` (the header
@@ -122,7 +124,7 @@ def decode_request(frame: bytes | memoryview, supported: dict[int, tuple[int, in
         raise ProtocolError(
             f"cannot decode API {api_key} v{api_version} request: {type(exc).__name__}: {exc}"
         ) from exc
-    return Request(api_key, api_version, correlation_id, client_id, body)
+    return Request(api_key, api_version, correlation_id, client_id, body, peer_host)
 
 
 def _read_body(schema: type[Any], frame: bytes | memoryview, offset: int) -> Any:
@@ -268,9 +270,9 @@ def _blob_parts(value: Any) -> tuple[int, Sequence[bytes | memoryview]]:
 def _compact_blob(nullable: bool) -> _Writer:
     def write(out: Buffers, value: Any) -> None:
         if value is None:
-            if not nullable:
-                raise ValueError("null in a non-nullable field")
-            out.append(b"\x00")
+            # A field that became nullable in a later version is written empty in the
+            # versions where it is not (None means "not set" in handler dicts).
+            out.append(b"\x00" if nullable else b"\x01")
             return
         size, parts = _blob_parts(value)
         out.append(_uv(size + 1))
@@ -282,9 +284,7 @@ def _compact_blob(nullable: bool) -> _Writer:
 def _legacy_string(nullable: bool) -> _Writer:
     def write(out: Buffers, value: Any) -> None:
         if value is None:
-            if not nullable:
-                raise ValueError("null in a non-nullable field")
-            out.append(b"\xff\xff")
+            out.append(b"\xff\xff" if nullable else b"\x00\x00")
             return
         size, parts = _blob_parts(value)
         out.append(_pack_i16(size))

@@ -98,6 +98,7 @@ _BROKER_DEFAULTS: Mapping[str, str] = {
     "log.flush.scheduler.interval.ms": "50",
     "group.initial.rebalance.delay.ms": "0",
     "offsets.retention.minutes": "10080",
+    "offsets.topic.num.partitions": "10",
     # broker-wide defaults for topic settings, as in Kafka
     "log.flush.interval.messages": TOPIC_CONFIGS["flush.messages"].default,
     "log.flush.interval.ms": TOPIC_CONFIGS["flush.ms"].default,

@@ -140,12 +140,13 @@ class Node:
         assignment: list[list[int]] | None = None,
         *,
         validate_only: bool = False,
+        internal: bool = False,
     ) -> TopicMeta | None:
         checked = validate_topic_configs(configs)
         replicas = assignment or self.replica_assignment(partitions, replication_factor)
         if validate_only:
             return None
-        meta = self.registry.create(name, replicas, checked)
+        meta = self.registry.create(name, replicas, checked, internal=internal)
         for index in range(meta.partition_count):
             self._open_partition(meta, index)
         log.info("created topic %s with %d partitions", name, meta.partition_count)

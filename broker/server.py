@@ -28,6 +28,9 @@ from broker._codec import (
     encode_response,
 )
 from broker._config import BrokerConfig
+from broker._coordinator import Coordinator
+from broker._group_apis import GROUP_HANDLERS, GroupContext
+from broker._group_store import LogGroupStore, load_groups
 from broker._node import Node
 
 __all__ = ["BrokerConfig", "BrokerServer", "run"]
@@ -60,6 +63,7 @@ class KafkaConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = peer[0] if peer else ""
         self.server.connections.add(self)
         self.worker = asyncio.get_running_loop().create_task(self._serve())
 
@@ -133,7 +137,7 @@ class KafkaConnection(asyncio.Protocol):
 
     async def _handle(self, frame: bytes) -> Buffers | None:
         try:
-            request = decode_request(frame, SUPPORTED)
+            request = decode_request(frame, SUPPORTED, self.peer_host)
         except UnsupportedVersion as exc:
             if exc.api_key == API_VERSIONS_KEY:
                 # Answer in v0, which every client reads, listing what we do support.
@@ -146,22 +150,39 @@ class KafkaConnection(asyncio.Protocol):
             log.warning("closing %s: %s", self.peer, exc)
             self.close()
             return None
-        handler = HANDLERS[request.api_key]
         try:
-            body = await handler(self.node, request)
+            handler = HANDLERS.get(request.api_key)
+            if handler is not None:
+                body = await handler(self.node, request)
+            else:
+                body = await GROUP_HANDLERS[request.api_key](self.server.groups, request)
         except Exception:
             log.exception("API %d v%d from %s failed", request.api_key, request.api_version, self.peer)
             self.close()
             return None
         if body is None:
             return None
-        return encode_response(request.api_key, request.api_version, request.correlation_id, body)
+        try:
+            return encode_response(request.api_key, request.api_version, request.correlation_id, body)
+        except Exception:
+            log.exception("cannot encode API %d v%d response for %s", request.api_key,
+                          request.api_version, self.peer)
+            self.close()
+            return None
 
 
 class BrokerServer:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.node = Node(config)
+        store = LogGroupStore(self.node, config.setting_int("offsets.topic.num.partitions"))
+        self.coordinator = Coordinator(
+            store,
+            initial_rebalance_delay_ms=config.setting_int("group.initial.rebalance.delay.ms"),
+            offsets_retention_ms=config.setting_int("offsets.retention.minutes") * 60_000,
+        )
+        self.coordinator.groups = load_groups(self.node)
+        self.groups = GroupContext(self.node, self.coordinator)
         self.connections: set[KafkaConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,6 +194,7 @@ class BrokerServer:
         )
         self._tasks.append(loop.create_task(self._flush_timer()))
         self._tasks.append(loop.create_task(self._retention_timer()))
+        self._tasks.append(loop.create_task(self._group_timer()))
         log.info("broker %d listening on %s:%d (advertised %s:%d), data in %s",
                  self.config.node_id, self.config.host, self.config.port,
                  self.config.advertised_host, self.config.advertised_port, self.config.data_dir)
@@ -192,6 +214,18 @@ class BrokerServer:
             await asyncio.sleep(interval)
             self.node.enforce_retention()
 
+    async def _group_timer(self) -> None:
+        last_offsets_check = time.monotonic()
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                self.coordinator.expire_members()
+                if time.monotonic() - last_offsets_check > 60:
+                    last_offsets_check = time.monotonic()
+                    await self.coordinator.expire_offsets(int(time.time() * 1000))
+            except Exception:
+                log.exception("group maintenance failed")
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -202,6 +236,7 @@ class BrokerServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.coordinator.close()
         self.node.close()
         log.info("broker %d stopped", self.config.node_id)
 

@@ -37,6 +37,23 @@ SAMPLES = {
         {"name": "retention.ms", "value": "1", "read_only": False, "config_source": 5,
          "is_sensitive": False, "synonyms": []}]}]},
     37: {"results": [{"name": "t", "error_code": 0}]},
+    8: {"topics": [{"name": "t", "partitions": [{"partition_index": 0, "error_code": 0}]}]},
+    9: {"error_code": 0, "topics": [{"name": "t", "partitions": [
+        {"partition_index": 0, "committed_offset": 5, "committed_leader_epoch": -1, "metadata": None,
+         "error_code": 0}]}]},
+    10: {"error_code": 0, "error_message": None, "node_id": 0, "host": "127.0.0.1", "port": 9092},
+    11: {"error_code": 79, "generation_id": -1, "protocol_type": None, "protocol_name": None,
+         "leader": "", "member_id": "m-1", "members": [
+             {"member_id": "m-1", "group_instance_id": None, "metadata": b"\x00\x01"}]},
+    12: {"error_code": 27},
+    13: {"error_code": 0, "members": [{"member_id": "m-1", "group_instance_id": None, "error_code": 0}]},
+    14: {"error_code": 0, "protocol_type": "consumer", "protocol_name": "range", "assignment": b"\x00"},
+    15: {"groups": [{"error_code": 0, "group_id": "g", "group_state": "Stable", "protocol_type": "consumer",
+                     "protocol_data": "range", "members": [
+                         {"member_id": "m", "group_instance_id": None, "client_id": "c", "client_host": "h",
+                          "member_metadata": b"", "member_assignment": b""}]}]},
+    16: {"error_code": 0, "groups": [{"group_id": "g", "protocol_type": "consumer", "group_state": "Empty"}]},
+    42: {"results": [{"group_id": "g", "error_code": 0}]},
 }
 
 
