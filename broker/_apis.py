@@ -20,7 +20,7 @@ from broker._batch import (
     StorageError,
 )
 from broker._codec import Request
-from broker._config import TOPIC_CONFIGS, ConfigError
+from broker._config import TOPIC_CONFIGS, ConfigError, validate_topic_configs
 from broker._group_apis import GROUP_VERSIONS
 from broker._node import Node, PartitionState
 from broker._storage import (
@@ -507,6 +507,57 @@ async def _describe_configs(node: Node, req: Request) -> dict[str, Any]:
     return {"throttle_time": 0, "results": results}
 
 
+# --- AlterConfigs / IncrementalAlterConfigs ----------------------------------------------
+
+_SET, _DELETE, _APPEND, _SUBTRACT = 0, 1, 2, 3
+
+
+def _alter_topic_configs(node: Node, r: Any, incremental: bool, validate_only: bool) -> tuple[E, str | None]:
+    if r.resource_type != _TOPIC_RESOURCE:
+        return E.invalid_request, "only topic configs can be changed while the broker runs"
+    meta = node.registry.get(r.resource_name)
+    if meta is None:
+        return E.unknown_topic_or_partition, f"topic {r.resource_name!r} does not exist"
+    configs = dict(meta.configs) if incremental else {}
+    for c in r.configs:
+        if c.name not in TOPIC_CONFIGS:
+            return E.invalid_config, f"unknown topic config {c.name!r}"
+        op = getattr(c, "config_operation", _SET)
+        if op == _SET:
+            configs[c.name] = c.value
+        elif op == _DELETE:
+            configs.pop(c.name, None)
+        elif op in (_APPEND, _SUBTRACT) and TOPIC_CONFIGS[c.name].kind == "list":
+            current = node.effective_configs(meta)[c.name].split(",")
+            items = [v for v in (c.value or "").split(",") if v]
+            if op == _APPEND:
+                current += [v for v in items if v not in current]
+            else:
+                current = [v for v in current if v not in items]
+            configs[c.name] = ",".join(v for v in current if v)
+        else:
+            return E.invalid_config, f"operation {op} does not apply to {c.name!r}"
+    try:
+        checked = {k: v for k, v in configs.items() if v is not None}
+        if not validate_only:
+            node.alter_configs(meta.name, checked)
+        else:
+            validate_topic_configs(checked)
+    except ConfigError as exc:
+        return E.invalid_config, str(exc)
+    return E.none, None
+
+
+async def _alter_configs(node: Node, req: Request) -> dict[str, Any]:
+    incremental = req.api_key == 44
+    responses = []
+    for r in req.body.resources:
+        code, message = _alter_topic_configs(node, r, incremental, bool(req.body.validate_only))
+        responses.append({"error_code": code, "error_message": message,
+                          "resource_type": r.resource_type, "resource_name": r.resource_name})
+    return {"throttle_time": 0, "responses": responses}
+
+
 HANDLERS: dict[int, Handler] = {
     0: _produce,
     1: _fetch,
@@ -517,7 +568,9 @@ HANDLERS: dict[int, Handler] = {
     20: _delete_topics,
     22: _init_producer_id,
     32: _describe_configs,
+    33: _alter_configs,
     37: _create_partitions,
+    44: _alter_configs,
 }
 
 SUPPORTED: dict[int, tuple[int, int]] = {
@@ -530,7 +583,9 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     20: (1, 6),
     22: (0, 4),
     32: (1, 4),
+    33: (0, 2),
     37: (0, 3),
+    44: (0, 1),
 }
 
 

@@ -224,3 +224,28 @@ def test_kcat_produces_lists_and_consumes(broker: BrokerProcess) -> None:
     for key in ("key0", "key1", "key2"):  # per key, in produce order
         values = [int(line.split()[-1]) for line in got if line.startswith(key + "=")]
         assert values == sorted(values)
+
+
+def test_topic_configs_can_be_changed_and_are_reported(broker: BrokerProcess) -> None:
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("tuned", 1, 1, config={"retention.ms": "1000"})])["tuned"].result(10)
+    resource = ConfigResource("TOPIC", "tuned", incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+    ])
+    next(iter(admin.incremental_alter_configs([resource]).values())).result(10)
+    entries = next(iter(admin.describe_configs([ConfigResource("TOPIC", "tuned")]).values())).result(10)
+    assert entries["cleanup.policy"].value == "compact"
+    assert entries["retention.ms"].is_default  # the override was deleted
+
+    bad = ConfigResource("TOPIC", "tuned", incremental_configs=[
+        ConfigEntry("no.such.setting", "1", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(Exception, match="no.such.setting"):
+        next(iter(admin.incremental_alter_configs([bad]).values())).result(10)
+    # survives a restart
+    broker.restart()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    entries = next(iter(admin.describe_configs([ConfigResource("TOPIC", "tuned")]).values())).result(10)
+    assert entries["cleanup.policy"].value == "compact"

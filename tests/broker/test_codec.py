@@ -54,6 +54,8 @@ SAMPLES = {
                           "member_metadata": b"", "member_assignment": b""}]}]},
     16: {"error_code": 0, "groups": [{"group_id": "g", "protocol_type": "consumer", "group_state": "Empty"}]},
     42: {"results": [{"group_id": "g", "error_code": 0}]},
+    33: {"responses": [{"error_code": 0, "error_message": None, "resource_type": 2, "resource_name": "t"}]},
+    44: {"responses": [{"error_code": 40, "error_message": "bad", "resource_type": 2, "resource_name": "t"}]},
 }
 
 
