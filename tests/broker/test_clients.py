@@ -242,7 +242,7 @@ def test_topic_configs_can_be_changed_and_are_reported(broker: BrokerProcess) ->
 
     bad = ConfigResource("TOPIC", "tuned", incremental_configs=[
         ConfigEntry("no.such.setting", "1", incremental_operation=AlterConfigOpType.SET)])
-    with pytest.raises(Exception, match="no.such.setting"):
+    with pytest.raises(Exception, match=r"no\.such\.setting"):
         next(iter(admin.incremental_alter_configs([bad]).values())).result(10)
     # survives a restart
     broker.restart()
