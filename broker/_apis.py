@@ -195,6 +195,7 @@ async def _produce(node: Node, req: Request) -> dict[str, Any] | None:
                     wrote = wrote or not appended.duplicate
                     result["base_offset"] = appended.base_offset
                     result["log_start_offset"] = appended.log_start_offset
+                    result["log_append_time"] = appended.log_append_time
             parts.append(result)
         responses.append({"name": topic.name, "partition_responses": parts})
     if wrote:

@@ -277,3 +277,23 @@ def whole_batches_length(buf: Buffer, max_offset: int) -> int:
             break
         pos += size
     return pos
+
+
+_MAX_TIMESTAMP_AT = 35
+
+
+def stamp_log_append_time(buf: bytearray, now_ms: int) -> None:
+    """Mark every batch in ``buf`` as LogAppendTime with ``now_ms`` and fix its CRC.
+
+    For topics with message.timestamp.type=LogAppendTime: Kafka sets the timestamp-type
+    attribute and the max timestamp (consumers then read that time for every record).
+    """
+    pos = 0
+    while pos + HEADER_SIZE <= len(buf):
+        size = LOG_OVERHEAD + _EPOCH.unpack_from(buf, pos + 8)[0]
+        attributes = struct.unpack_from(">h", buf, pos + _CRC_START)[0]
+        struct.pack_into(">h", buf, pos + _CRC_START, attributes | 0x08)
+        struct.pack_into(">q", buf, pos + _MAX_TIMESTAMP_AT, now_ms)
+        crc = google_crc32c.value(bytes(memoryview(buf)[pos + _CRC_START:pos + size]))
+        struct.pack_into(">I", buf, pos + 17, crc)
+        pos += size

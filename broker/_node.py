@@ -10,6 +10,7 @@ turn share one fsync per partition (group commit).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker._batch import parse_batches, stamp_log_append_time
 from broker._config import TOPIC_CONFIGS, BrokerConfig, validate_topic_configs
 from broker._storage import AppendResult, LogConfig, PartitionLog
 from broker._topics import TopicMeta, TopicRegistry, write_atomic
@@ -39,6 +41,7 @@ class PartitionState:
     log: PartitionLog
     flush_messages: int
     flush_ms: int
+    log_append_time: bool = False
     appended: asyncio.Future[None] | None = None
     dirty: bool = False
     last_flush: float = field(default_factory=time.monotonic)
@@ -106,6 +109,7 @@ class Node:
             topic=meta, index=index, log=plog,
             flush_messages=max(1, int(configs["flush.messages"])),
             flush_ms=int(configs["flush.ms"]),
+            log_append_time=configs["message.timestamp.type"] == "LogAppendTime",
         )
         # A restarted single node may expose what is in its log: it was all acknowledged
         # or it would not have been fsynced / written.
@@ -191,6 +195,7 @@ class Node:
             state = self.partitions[(name, index)]
             state.flush_messages = max(1, int(effective["flush.messages"]))
             state.flush_ms = int(effective["flush.ms"])
+            state.log_append_time = effective["message.timestamp.type"] == "LogAppendTime"
             state.log.config = _log_config(effective)
 
     # -- producer ids ---------------------------------------------------------------------
@@ -208,7 +213,15 @@ class Node:
     # -- writes ---------------------------------------------------------------------------
 
     def append(self, state: PartitionState, records: bytes | memoryview) -> AppendResult:
-        result = state.log.append(records, leader_epoch=state.leader_epoch, now_ms=int(time.time() * 1000))
+        now_ms = int(time.time() * 1000)
+        if state.log_append_time:
+            parse_batches(records, verify_crc=True)  # never re-sign a corrupt batch
+            stamped = bytearray(records)
+            stamp_log_append_time(stamped, now_ms)
+            records = bytes(stamped)
+        result = state.log.append(records, leader_epoch=state.leader_epoch, now_ms=now_ms)
+        if state.log_append_time and not result.duplicate:
+            result = dataclasses.replace(result, log_append_time=now_ms)
         if result.duplicate:
             return result
         if state.log.unflushed_messages >= state.flush_messages:

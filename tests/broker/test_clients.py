@@ -249,3 +249,17 @@ def test_topic_configs_can_be_changed_and_are_reported(broker: BrokerProcess) ->
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     entries = next(iter(admin.describe_configs([ConfigResource("TOPIC", "tuned")]).values())).result(10)
     assert entries["cleanup.policy"].value == "compact"
+
+
+def test_log_append_time_topics_stamp_the_broker_clock(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "stamped", config={"message.timestamp.type": "LogAppendTime"})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    producer.produce("stamped", value=b"old", timestamp=1_000_000_000_000)  # 2001
+    assert producer.flush(10) == 0
+    before = int(time.time() * 1000) - 60_000
+    msgs = consume_assigned(broker.bootstrap, "stamped", 1, 1)
+    kind, ts = msgs[0].timestamp()
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+    assert kind == TIMESTAMP_LOG_APPEND_TIME
+    assert ts > before  # the broker's clock, not the producer's
