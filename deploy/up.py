@@ -127,9 +127,12 @@ def up(var: Path, broker_port: int = 9092) -> int:
         print(f"Vigil is up (data in {var}, logs in {var / 'logs'}):")
         print(f"  log broker (Kafka protocol)  {bootstrap}")
         print(f"  topics                       {', '.join(TOPICS)}")
-        print("Try:")
-        print(f"  echo 'dev-1:hello' | vigil produce --topic telemetry --key-separator : --bootstrap-server {bootstrap}")
-        print(f"  vigil consume --topic telemetry --from-beginning --print-key --bootstrap-server {bootstrap}")
+        vigil = Path(python).parent / "vigil"
+        cmd = str(vigil) if vigil.exists() else f"{python} -m deploy.cli"
+        print("Try, in another terminal:")
+        print(f"  echo 'dev-1:hello' | {cmd} produce --topic telemetry --key-separator : --bootstrap-server {bootstrap}")
+        print(f"  {cmd} consume --topic telemetry --from-beginning --print-key --bootstrap-server {bootstrap}")
+        print(f"  {cmd} topics describe --bootstrap-server {bootstrap}")
         print("Press Ctrl-C to stop.", flush=True)
         while not stop["flag"]:
             sup.check()
