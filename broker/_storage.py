@@ -6,7 +6,9 @@ A partition directory holds:
 * `leader-epoch-checkpoint` (Kafka's format, see `_epochs`);
 * `recovery-point`, `high-watermark` and `log-start-offset` checkpoints (one integer);
 * `<offset>.snapshot` idempotent-producer snapshots (JSON), written at roll and close;
-* `.clean-shutdown`, written by close() and removed by open().
+* `.clean-shutdown`, written by close() and removed by open();
+* `cleaner-offset-checkpoint` and, during a compaction swap, `cleaner-swap` plus
+  `.cleaned` / `.swap` files (see `_compaction`).
 
 Crash guarantee: whatever reached os.write before a SIGKILL is recovered whole except a
 torn last batch; whatever was flush()ed survives power loss. Recovery never drops a
@@ -35,6 +37,17 @@ from broker._batch import (
     parse_raw,
     rewrite_batch,
     whole_batches_length,
+)
+from broker._compaction import (
+    CLEANER_CHECKPOINT,
+    CompactionConfig,
+    CompactionPlan,
+    CompactionResult,
+    SourceSegment,
+    commit_swap,
+    discard_result,
+    read_cleaner_checkpoint,
+    recover_interrupted_compaction,
 )
 from broker._epochs import LeaderEpochCache, read_checkpoint, write_checkpoint
 from broker._producer_state import (
@@ -66,6 +79,7 @@ log = logging.getLogger("vigil.broker")
 CLEAN_SHUTDOWN = ".clean-shutdown"
 RECOVERY_POINT = "recovery-point"
 HIGH_WATERMARK = "high-watermark"
+CHECKPOINT_INTERVAL = 1.0  # seconds between recovery-point / high-watermark checkpoints
 LOG_START_OFFSET = "log-start-offset"
 EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 SNAPSHOTS_KEPT = 3
@@ -157,6 +171,13 @@ class _TailCache:
             i += 1
         return chunks
 
+    def drop_below(self, offset: int) -> None:
+        """Forget batches starting below `offset` (they were rewritten on disk)."""
+        drop = bisect.bisect_left(self._bases, offset)
+        for view in self._views[:drop]:
+            self._bytes -= len(view)
+        del self._bases[:drop], self._lasts[:drop], self._views[:drop]
+
     def truncate(self, offset: int) -> None:
         while self._lasts and self._lasts[-1] >= offset:
             self._bases.pop()
@@ -180,6 +201,7 @@ class PartitionLog:
         self.unflushed_bytes = 0
         self.unflushed_messages = 0
         self.last_flush_monotonic = time.monotonic()
+        self._last_checkpoint = 0.0
         self._segments: list[Segment] = []
         self._bases: list[int] = []
         self._unflushed: list[Segment] = []
@@ -189,6 +211,8 @@ class PartitionLog:
         self._leo = 0
         self._hw = 0
         self._recovery_point = 0
+        self._cleaner_checkpoint = 0
+        self._cleaning: tuple[CompactionPlan, list[Segment]] | None = None
         self._closed = False
         self._segment_ms = config.segment_ms
         self._segment_limit = min(config.segment_bytes, MAX_SEGMENT_POSITION)
@@ -205,6 +229,8 @@ class PartitionLog:
         marker.unlink(missing_ok=True)
         for tmp in directory.glob("*.tmp"):
             tmp.unlink()
+        recover_interrupted_compaction(directory)
+        self._cleaner_checkpoint = read_cleaner_checkpoint(directory)
         now_ms = int(time.time() * 1000)
         bases = sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
         recovery_point = _read_int(directory / RECOVERY_POINT)
@@ -553,13 +579,22 @@ class PartitionLog:
         for seg in self._unflushed:
             seg.flush()
         self._unflushed = [self._segments[-1]] if self._segments[-1].dirty else []
-        if self._recovery_point != self._leo:
-            self._recovery_point = self._leo
-            write_checkpoint(self.directory / RECOVERY_POINT, f"{self._leo}\n", durable=False)
-        write_checkpoint(self.directory / HIGH_WATERMARK, f"{self._hw}\n", durable=False)
+        self._recovery_point = self._leo
+        now = time.monotonic()
+        # The checkpoints only save recovery work, so they are written at most once per
+        # CHECKPOINT_INTERVAL (and at close), not at every flush: with flush.messages=1
+        # that is every produce request, and two file replacements each cost more than
+        # the fsync itself.
+        if now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
+            self._write_checkpoints()
         self.unflushed_bytes = 0
         self.unflushed_messages = 0
-        self.last_flush_monotonic = time.monotonic()
+        self.last_flush_monotonic = now
+
+    def _write_checkpoints(self) -> None:
+        write_checkpoint(self.directory / RECOVERY_POINT, f"{self._recovery_point}\n", durable=False)
+        write_checkpoint(self.directory / HIGH_WATERMARK, f"{self._hw}\n", durable=False)
+        self._last_checkpoint = time.monotonic()
 
     def close(self) -> None:
         """Flush, snapshot producer state, mark the shutdown clean and close files."""
@@ -567,6 +602,7 @@ class PartitionLog:
             return
         self.flush()
         self._write_snapshot()
+        write_checkpoint(self.directory / HIGH_WATERMARK, f"{self._hw}\n", durable=False)
         write_checkpoint(self.directory / RECOVERY_POINT, f"{self._leo}\n")
         write_checkpoint(self.directory / CLEAN_SHUTDOWN, "")
         for seg in self._segments:
@@ -581,6 +617,94 @@ class PartitionLog:
                 seg.close()
             self._closed = True
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    # -- compaction (see _compaction for the whole protocol) ------------------------------
+
+    @property
+    def cleaner_checkpoint(self) -> int:
+        """Offset below which the log has been compacted at least once."""
+        return self._cleaner_checkpoint
+
+    @property
+    def compaction_running(self) -> bool:
+        return self._cleaning is not None
+
+    def compaction_plan(self, now_ms: int, config: CompactionConfig) -> CompactionPlan | None:
+        """What a compaction pass would clean now, or None (nothing due, or one running).
+
+        Cheap; call on the loop thread, run the plan with `run_compaction` anywhere,
+        then call `finish_compaction` (or `abort_compaction` if it raised) here.
+        Cleanable: sealed segments wholly below the high watermark, up to the first
+        dirty one younger than min.compaction.lag.ms (by its max timestamp); due when
+        dirty bytes / (clean + dirty bytes) >= min.cleanable.dirty.ratio.
+        """
+        if self._closed or self._cleaning is not None:
+            return None
+        dirty_start = max(self._cleaner_checkpoint, self._log_start)
+        lag_limit = now_ms - config.min_compaction_lag_ms
+        segs = self._segments
+        count = 0
+        for i in range(len(segs) - 1):  # never the active segment
+            end = segs[i + 1].base_offset
+            if end > self._hw or (end > dirty_start and segs[i].max_timestamp > lag_limit):
+                break
+            count = i + 1
+        if count == 0 or dirty_start >= segs[count].base_offset:
+            return None
+        sources = tuple(
+            SourceSegment(seg.base_offset, segs[i + 1].base_offset, seg.size, seg.log_path)
+            for i, seg in enumerate(segs[:count])
+        )
+        dirty = sum(s.size for s in sources if s.end_offset > dirty_start)
+        total = sum(s.size for s in sources)
+        if dirty == 0 or dirty / total < config.min_cleanable_dirty_ratio:
+            return None
+        plan = CompactionPlan(
+            self.directory, sources, dirty_start, segs[count].base_offset, now_ms,
+            config.delete_retention_ms, config.max_map_entries, self._segment_limit,
+            self.config.index_interval_bytes,
+        )
+        self._cleaning = (plan, segs[:count])
+        return plan
+
+    def finish_compaction(self, result: CompactionResult) -> bool:
+        """Swap a finished pass's segments in (loop thread). False if the log changed
+        underneath (retention, truncation, close) and the result was discarded."""
+        cleaning, self._cleaning = self._cleaning, None
+        plan = result.plan
+        if cleaning is None or cleaning[0] is not plan or self._closed or not all(
+            a is b and a.size == src.size
+            for a, b, src in zip(self._segments, cleaning[1], plan.sources, strict=False)
+        ) or len(self._segments) <= len(cleaning[1]):
+            log.info("discarding a compaction of %s: the log changed meanwhile", self.directory)
+            discard_result(self.directory)
+            return False
+        replaced = sum(len(s.replaces) for s in result.segments)
+        commit_swap(result)
+        now_ms = int(time.time() * 1000)
+        interval = self.config.index_interval_bytes
+        new = [Segment.load(self.directory, s.base_offset, interval, now_ms)
+               for s in result.segments]
+        old = self._segments[:replaced]
+        self._segments[:replaced] = new
+        self._bases[:replaced] = [seg.base_offset for seg in new]
+        for seg in old:
+            if seg in self._unflushed:
+                self._unflushed.remove(seg)
+            seg.close()
+        self._cache.drop_below(result.cleaned_to)
+        self._cleaner_checkpoint = result.cleaned_to
+        log.info("compacted %s below offset %d: %d segment(s) into %d, %d -> %d bytes, "
+                 "%d of %d records kept", self.directory, result.cleaned_to, replaced, len(new),
+                 result.bytes_before, result.bytes_after, result.records_kept,
+                 result.records_read)
+        return True
+
+    def abort_compaction(self, plan: CompactionPlan) -> None:
+        """Forget a plan whose run failed (loop thread); removes its `.cleaned` files."""
+        if self._cleaning is not None and self._cleaning[0] is plan:
+            self._cleaning = None
+            discard_result(self.directory)
 
     # -- shrinking -------------------------------------------------------------------------
 
@@ -675,6 +799,9 @@ class PartitionLog:
                 self._set_log_start(self._leo)
         self._hw = min(self._hw, self._leo)
         self._recovery_point = min(self._recovery_point, self._leo)
+        if self._cleaner_checkpoint > self._leo:
+            self._cleaner_checkpoint = self._leo
+            write_checkpoint(self.directory / CLEANER_CHECKPOINT, f"{self._leo}\n")
         write_checkpoint(self.directory / RECOVERY_POINT, f"{self._recovery_point}\n")
         self._cache.truncate(self._leo)
         self.epochs.truncate_from_end(self._leo)
