@@ -118,13 +118,15 @@ class BatchScan:
 class Segment:
     """A `.log` file with its indexes; appends go to the end with one os.write."""
 
-    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int,
+                 suffix: str = "") -> None:
+        """`suffix` names a segment being built elsewhere (the cleaner's `.cleaned` files)."""
         name = segment_name(base_offset)
         self.directory = directory
         self.base_offset = base_offset
-        self.log_path = directory / f"{name}.log"
-        self.index_path = directory / f"{name}.index"
-        self.timeindex_path = directory / f"{name}.timeindex"
+        self.log_path = directory / f"{name}.log{suffix}"
+        self.index_path = directory / f"{name}.index{suffix}"
+        self.timeindex_path = directory / f"{name}.timeindex{suffix}"
         self.index_interval_bytes = index_interval_bytes
         self._indexes_missing = not (self.index_path.exists() and self.timeindex_path.exists())
         self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -154,8 +156,8 @@ class Segment:
 
     @classmethod
     def create(cls, directory: Path, base_offset: int, index_interval_bytes: int,
-               now_ms: int) -> Segment:
-        seg = cls(directory, base_offset, index_interval_bytes)
+               now_ms: int, suffix: str = "") -> Segment:
+        seg = cls(directory, base_offset, index_interval_bytes, suffix)
         if seg.size:
             raise StorageError(f"segment {seg.log_path} already exists and is not empty")
         os.ftruncate(seg._idx_fd, 0)

@@ -11,7 +11,7 @@ import cramjam
 import google_crc32c
 import pytest
 
-from broker._batch import CorruptRecordError, InvalidRecordError, parse_batches
+from broker._batch import BatchHeader, CorruptRecordError, InvalidRecordError, parse_batches
 from broker._records import Record, decode_batch, decode_batches, decompress, encode_batch
 from tests.broker.records import decode_records, make_batch
 from tests.conftest import BrokerProcess
@@ -144,7 +144,7 @@ def test_garbage_raises_the_storage_errors() -> None:
 # -- batches from real clients, as the broker stored them ----------------------------------
 
 
-def _stored_batches(data_dir: Path, topic: str) -> list[tuple[object, list[Record]]]:
+def _stored_batches(data_dir: Path, topic: str) -> list[tuple[BatchHeader, list[Record]]]:
     out = []
     logs = sorted(p for p in data_dir.rglob("*.log") if p.parent.name.startswith(f"{topic}-"))
     assert logs, f"no segment of {topic} under {data_dir}"
@@ -160,12 +160,13 @@ def test_decodes_batches_produced_by_librdkafka_and_kafka_python(broker: BrokerP
     from tests.broker.test_clients import create_topic
 
     codecs = ["gzip", "snappy", "lz4", "zstd"]
-    expected: dict[str, list[tuple[bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]]] = {}
+    Sent = list[tuple[bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]]
+    expected: dict[str, Sent] = {}
     for codec in codecs:
         for client in ("rdkafka", "kpy"):
             topic = f"codec-{client}-{codec}"
             create_topic(broker.bootstrap, topic)
-            sent = [(f"key-{i % 13}".encode() if i % 5 else None,
+            sent: Sent = [(f"key-{i % 13}".encode() if i % 5 else None,
                      None if i % 11 == 3 and i % 5 else (f"{codec} value {i} " * (1 + i % 9)).encode(),
                      (("seq", str(i).encode()),) if i % 2 else ())
                     for i in range(400)]
@@ -192,7 +193,7 @@ def test_decodes_batches_produced_by_librdkafka_and_kafka_python(broker: BrokerP
     for topic, sent in expected.items():
         batches = _stored_batches(broker.data_dir, topic)
         codec_code = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}[topic.rsplit("-", 1)[1]]
-        assert batches and all(h.compression == codec_code for h, _ in batches), (topic, [h.compression for h, _ in batches])  # type: ignore[attr-defined]
+        assert batches and all(h.compression == codec_code for h, _ in batches), (topic, [h.compression for h, _ in batches])
         records = [r for _, rs in batches for r in rs]
         assert [r.offset for r in records] == list(range(len(sent)))
         assert [(r.key, r.value, r.headers) for r in records] == sent, topic
@@ -200,5 +201,5 @@ def test_decodes_batches_produced_by_librdkafka_and_kafka_python(broker: BrokerP
         for code in CODECS:
             assert decode_batch(encode_batch(records, compression=code))[1] == records
         for h, _ in batches:
-            assert h.record_count > 0  # type: ignore[attr-defined]
+            assert h.record_count > 0
     assert parse_batches(encode_batch([Record(0, 0, None, b"")]), verify_crc=True)
