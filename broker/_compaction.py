@@ -16,8 +16,9 @@ runs on the event loop and never touches a file anybody else writes:
    it discards the result. `PartitionLog.abort_compaction(plan)` cleans up after a
    failed step 2.
 
-`compact(log, now_ms, config)` runs the three steps with step 2 in a worker thread
-(`asyncio.to_thread`); `compact_now` runs them inline (tests, tools).
+`await compact(log, now_ms, config, executor=None)` runs the three steps with step 2 in a
+worker thread (or the executor given, e.g. a process pool); `compact_now` runs them
+inline (tests, tools).
 
 What is kept, record by record, in the rewritten segments:
 
@@ -69,6 +70,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -446,8 +448,11 @@ def read_cleaner_checkpoint(directory: Path) -> int:
 # -- driving a pass ------------------------------------------------------------------------
 
 
-async def compact(plog: PartitionLog, now_ms: int, config: CompactionConfig) -> bool:
-    """One pass with the heavy part in a worker thread; call from the log's loop thread.
+async def compact(plog: PartitionLog, now_ms: int, config: CompactionConfig,
+                  executor: Executor | None = None) -> bool:
+    """One pass with the heavy part in `executor` (default: a worker thread); call from
+    the log's loop thread. Decoding records is CPU-bound Python that holds the GIL, so a
+    ProcessPoolExecutor keeps the loop the most responsive (plans and results pickle).
 
     Returns True when cleaned segments were swapped in.
     """
@@ -455,7 +460,11 @@ async def compact(plog: PartitionLog, now_ms: int, config: CompactionConfig) -> 
     if plan is None:
         return False
     try:
-        result = await asyncio.to_thread(run_compaction, plan)
+        if executor is None:
+            result = await asyncio.to_thread(run_compaction, plan)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(executor, run_compaction, plan)
     except BaseException:
         plog.abort_compaction(plan)
         raise

@@ -669,10 +669,13 @@ class PartitionLog:
 
     def finish_compaction(self, result: CompactionResult) -> bool:
         """Swap a finished pass's segments in (loop thread). False if the log changed
-        underneath (retention, truncation, close) and the result was discarded."""
+        underneath (retention, truncation, close) and the result was discarded.
+
+        The result may come from another process (plans and results pickle): it is
+        matched to the running plan by value."""
         cleaning, self._cleaning = self._cleaning, None
         plan = result.plan
-        if cleaning is None or cleaning[0] is not plan or self._closed or not all(
+        if cleaning is None or cleaning[0] != plan or self._closed or not all(
             a is b and a.size == src.size
             for a, b, src in zip(self._segments, cleaning[1], plan.sources, strict=False)
         ) or len(self._segments) <= len(cleaning[1]):
@@ -702,7 +705,7 @@ class PartitionLog:
 
     def abort_compaction(self, plan: CompactionPlan) -> None:
         """Forget a plan whose run failed (loop thread); removes its `.cleaned` files."""
-        if self._cleaning is not None and self._cleaning[0] is plan:
+        if self._cleaning is not None and self._cleaning[0] == plan:
             self._cleaning = None
             discard_result(self.directory)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -275,6 +277,12 @@ def test_compact_runs_the_heavy_part_in_a_thread(tmp_path: Path) -> None:
     _produce(plog, _versions(random.Random(8), 100, 5), latest=latest)
     _roll(plog)
     assert asyncio.run(compact(plog, NOW, EAGER))
+    assert _visible(plog) == latest
+    # Or in another process: plans and results cross by pickling.
+    _produce(plog, _versions(random.Random(9), 100, 2), latest=latest)
+    _roll(plog)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert asyncio.run(compact(plog, NOW, EAGER, pool))
     assert _visible(plog) == latest
 
 
