@@ -1,9 +1,11 @@
-"""Admin tools over a Kafka client: `vigil topics`, `vigil produce`, `vigil consume`.
+"""Admin tools over a Kafka client: `vigil topics`, `vigil groups`, `vigil produce`,
+`vigil consume`.
 
-In the spirit of Kafka's kafka-topics.sh and console producer/consumer. Everything goes
-through confluent-kafka, so the tools work against Vigil's broker and any other Kafka
-cluster alike. Each command is a plain function (`create_topic`, `list_topics`,
-`describe_topics`, `delete_topics`, `produce_lines`, `consume_records`); the argparse
+In the spirit of Kafka's kafka-topics.sh, kafka-consumer-groups.sh and console
+producer/consumer. Everything goes through confluent-kafka, so the tools work against
+Vigil's broker and any other Kafka cluster alike. Each command is a plain function
+(`create_topic`, `list_topics`, `describe_topics`, `delete_topics`, `list_groups`,
+`describe_groups`, `delete_groups`, `produce_lines`, `consume_records`); the argparse
 layer at the bottom only parses, prints and turns `AdminError` into one line on stderr.
 """
 
@@ -14,7 +16,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,8 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
@@ -157,6 +162,10 @@ def _result(future: Any, what: str, bootstrap: str, timeout: float) -> Any:
             raise AdminError(f"{what}: topic already exists") from None
         if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
             raise AdminError(f"{what}: unknown topic") from None
+        if code == KafkaError.GROUP_ID_NOT_FOUND:
+            raise AdminError(f"{what}: unknown group") from None
+        if code == KafkaError.NON_EMPTY_GROUP:
+            raise AdminError(f"{what}: the group still has active members") from None
         if code in _UNREACHABLE:
             raise AdminError(f"{what}: no answer from the broker at {bootstrap} "
                              f"within {timeout:g}s") from None
@@ -310,6 +319,226 @@ def delete_topics(bootstrap: str, names: Sequence[str], *,
     for n in names:
         _result(futures[n], f"cannot delete topic {n!r}", bootstrap, timeout)
         log.info("deleted topic %s", n)
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+@dataclass(frozen=True)
+class GroupListing:
+    group_id: str
+    state: str  # as Kafka names it: Stable, Empty, PreparingRebalance, ...
+    protocol_type: str  # "consumer", or "" for a group that only commits offsets
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    member_id: str
+    client_id: str
+    host: str
+    instance_id: str | None  # group.instance.id of a static member
+    partitions: tuple[tuple[str, int], ...]  # (topic, partition) assigned to it
+
+
+@dataclass(frozen=True)
+class GroupOffset:
+    """One partition the group has committed an offset for, or is assigned."""
+
+    topic: str
+    partition: int
+    current_offset: int | None  # the committed offset; None: nothing committed
+    log_end_offset: int | None  # None: the partition could not be read
+    member: GroupMember | None  # the member assigned the partition, if any
+
+    @property
+    def lag(self) -> int | None:
+        if self.current_offset is None or self.log_end_offset is None:
+            return None
+        return max(self.log_end_offset - self.current_offset, 0)
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    group_id: str
+    state: str
+    assignor: str
+    coordinator: int | None
+    members: tuple[GroupMember, ...]
+    offsets: tuple[GroupOffset, ...]
+
+
+_STATE_NAMES = {
+    ConsumerGroupState.UNKNOWN: "Unknown",
+    ConsumerGroupState.PREPARING_REBALANCING: "PreparingRebalance",
+    ConsumerGroupState.COMPLETING_REBALANCING: "CompletingRebalance",
+    ConsumerGroupState.STABLE: "Stable",
+    ConsumerGroupState.DEAD: "Dead",
+    ConsumerGroupState.EMPTY: "Empty",
+}
+
+
+def _state_name(state: Any) -> str:
+    return _STATE_NAMES.get(state, str(state))
+
+
+def list_groups(bootstrap: str, *, timeout: float = REQUEST_TIMEOUT) -> list[GroupListing]:
+    """Every group the cluster knows, by id. librdkafka tells only whether a group has a
+    protocol type, so a group of subscribers shows as "consumer"."""
+    admin = _admin(bootstrap, timeout)
+    _metadata(admin, bootstrap, timeout)
+    listed = _result(admin.list_consumer_groups(request_timeout=timeout),
+                     "cannot list groups", bootstrap, timeout)
+    for error in listed.errors:
+        log.warning("listing groups: %s", error)
+    return sorted(
+        (GroupListing(g.group_id, _state_name(g.state),
+                      "" if g.is_simple_consumer_group else "consumer")
+         for g in listed.valid),
+        key=lambda g: g.group_id,
+    )
+
+
+def describe_groups(bootstrap: str, names: Sequence[str] | None = None, *,
+                    timeout: float = REQUEST_TIMEOUT) -> list[GroupDescription]:
+    """State, members and, per partition, committed offset and lag of the named groups
+    (all if none named). A group with no members and no committed offsets is unknown."""
+    admin = _admin(bootstrap, timeout)
+    _metadata(admin, bootstrap, timeout)
+    if not names:
+        names = [g.group_id for g in list_groups(bootstrap, timeout=timeout)]
+        if not names:
+            return []
+    futures = admin.describe_consumer_groups(list(names), request_timeout=timeout)
+    described = {n: _result(futures[n], f"cannot describe group {n!r}", bootstrap, timeout)
+                 for n in names}
+    committed = {n: _committed_offsets(admin, n, bootstrap, timeout) for n in names}
+    missing = [n for n in names
+               if described[n].state == ConsumerGroupState.DEAD
+               or (not described[n].members and not committed[n])]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise AdminError(f"unknown group{plural} {', '.join(map(repr, missing))}")
+
+    result = []
+    with _watermarks(bootstrap, timeout) as log_end:
+        for n in names:
+            d = described[n]
+            members = tuple(sorted(
+                (GroupMember(
+                    member_id=m.member_id, client_id=m.client_id, host=m.host,
+                    instance_id=m.group_instance_id or None,
+                    partitions=tuple(sorted((tp.topic, tp.partition)
+                                            for tp in m.assignment.topic_partitions)))
+                 for m in d.members),
+                key=lambda m: (m.partitions, m.member_id)))
+            owner = {tp: m for m in members for tp in m.partitions}
+            offsets = tuple(
+                GroupOffset(topic, partition, committed[n].get((topic, partition)),
+                            log_end(topic, partition), owner.get((topic, partition)))
+                for topic, partition in sorted(set(committed[n]) | set(owner)))
+            coordinator = d.coordinator.id if d.coordinator is not None else None
+            result.append(GroupDescription(n, _state_name(d.state), d.partition_assignor or "",
+                                           coordinator, members, offsets))
+    return result
+
+
+def _committed_offsets(admin: AdminClient, group: str, bootstrap: str,
+                       timeout: float) -> dict[tuple[str, int], int]:
+    """The group's committed offsets, by (topic, partition)."""
+    futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                request_timeout=timeout)
+    listed = _result(futures[group], f"cannot read the offsets of group {group!r}",
+                     bootstrap, timeout)
+    return {(tp.topic, tp.partition): tp.offset for tp in listed.topic_partitions
+            if tp.error is None and tp.offset >= 0}
+
+
+@contextmanager
+def _watermarks(bootstrap: str, timeout: float) -> Iterator[Callable[[str, int], int | None]]:
+    """A lookup of a partition's log end offset (None if it cannot be read), over a
+    consumer that never joins a group."""
+    config = _client_config(bootstrap, timeout)
+    config.update({"group.id": "vigil-groups-describe", "enable.auto.commit": False})
+    consumer = Consumer(config)
+
+    def log_end(topic: str, partition: int) -> int | None:
+        try:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                        timeout=timeout, cached=False)
+        except KafkaException as exc:
+            log.warning("cannot read the end of %s[%d]: %s", topic, partition, _describe(exc))
+            return None
+        return int(high)
+
+    try:
+        yield log_end
+    finally:
+        consumer.close()
+
+
+def delete_groups(bootstrap: str, names: Sequence[str], *,
+                  timeout: float = REQUEST_TIMEOUT) -> None:
+    """Delete the named groups and their committed offsets; they must have no members."""
+    admin = _admin(bootstrap, timeout)
+    _metadata(admin, bootstrap, timeout)
+    futures = admin.delete_consumer_groups(list(names), request_timeout=timeout)
+    for n in names:
+        _result(futures[n], f"cannot delete group {n!r}", bootstrap, timeout)
+        log.info("deleted group %s", n)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Columns padded to their widest cell, two spaces apart (the last one unpadded)."""
+    rows = [list(header), *map(list, rows)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def format_group_list(groups: Iterable[GroupListing]) -> str:
+    lines = _table(("GROUP", "STATE", "PROTOCOL-TYPE"),
+                   ((g.group_id, g.state, _dash(g.protocol_type)) for g in groups))
+    return "\n".join(lines) + "\n"
+
+
+def format_group_describe(groups: Iterable[GroupDescription]) -> str:
+    """Per group: a header line, its members, then kafka-consumer-groups.sh --describe's
+    per-partition table; "-" where there is no value."""
+    out: list[str] = []
+    for g in groups:
+        if out:
+            out.append("")
+        out.append(f"Group: {g.group_id}\tState: {g.state}\tAssignor: {_dash(g.assignor)}\t"
+                   f"Coordinator: {_dash(g.coordinator)}")
+        out.append("")
+        if g.members:
+            out += _table(
+                ("MEMBER-ID", "CLIENT-ID", "HOST", "INSTANCE-ID", "PARTITIONS"),
+                ((m.member_id, m.client_id, m.host, _dash(m.instance_id),
+                  _dash(_partition_list(m.partitions))) for m in g.members))
+        else:
+            out.append(f"Consumer group '{g.group_id}' has no active members.")
+        out.append("")
+        out += _table(
+            ("TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG",
+             "CONSUMER-ID", "HOST", "CLIENT-ID"),
+            ((o.topic, str(o.partition), _dash(o.current_offset), _dash(o.log_end_offset),
+              _dash(o.lag), _dash(o.member and o.member.member_id),
+              _dash(o.member and o.member.host), _dash(o.member and o.member.client_id))
+             for o in g.offsets))
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _partition_list(partitions: Iterable[tuple[str, int]]) -> str:
+    """`topic:0,1 other:3` for [(topic, 0), (topic, 1), (other, 3)]."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in partitions:
+        by_topic.setdefault(topic, []).append(partition)
+    return " ".join(f"{t}:{','.join(map(str, ps))}" for t, ps in by_topic.items())
 
 
 # ---------------------------------------------------------------------------- produce
@@ -488,7 +717,7 @@ def format_record(record: ConsumedRecord, *, print_key: bool = False) -> bytes:
 
 
 def register(sub: Any) -> None:
-    """Add `topics`, `produce` and `consume` to the `vigil` command."""
+    """Add `topics`, `groups`, `produce` and `consume` to the `vigil` command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--bootstrap-server", metavar="HOST:PORT",
@@ -523,6 +752,23 @@ def register(sub: Any) -> None:
     p = tsub.add_parser("delete", parents=[common], help="delete topics")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(func=_cli(_cmd_delete))
+
+    groups = sub.add_parser("groups", help="list, describe and delete consumer groups")
+    groups.set_defaults(func=lambda args: _usage(groups))
+    gsub = groups.add_subparsers(dest="groups_command", metavar="ACTION")
+
+    p = gsub.add_parser("list", parents=[common], help="list groups: id, state, protocol type")
+    p.set_defaults(func=_cli(_cmd_groups_list))
+
+    p = gsub.add_parser("describe", parents=[common],
+                        help="show members, committed offsets and lag per partition")
+    p.add_argument("names", nargs="*", metavar="GROUP", help="groups (default: all)")
+    p.set_defaults(func=_cli(_cmd_groups_describe))
+
+    p = gsub.add_parser("delete", parents=[common],
+                        help="delete groups without members, and their committed offsets")
+    p.add_argument("names", nargs="+", metavar="GROUP")
+    p.set_defaults(func=_cli(_cmd_groups_delete))
 
     p = sub.add_parser(
         "produce", parents=[common], help="send stdin lines as records",
@@ -621,6 +867,23 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     delete_topics(args.bootstrap_server, args.names)
     for name in args.names:
         print(f"Deleted topic {name}.")
+    return 0
+
+
+def _cmd_groups_list(args: argparse.Namespace) -> int:
+    sys.stdout.write(format_group_list(list_groups(args.bootstrap_server)))
+    return 0
+
+
+def _cmd_groups_describe(args: argparse.Namespace) -> int:
+    sys.stdout.write(format_group_describe(describe_groups(args.bootstrap_server, args.names)))
+    return 0
+
+
+def _cmd_groups_delete(args: argparse.Namespace) -> int:
+    delete_groups(args.bootstrap_server, args.names)
+    for name in args.names:
+        print(f"Deleted group {name}.")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`vigil broker` (run a node) and the admin tools (`vigil topics|produce|consume`)."""
+"""`vigil broker` (run a node) and the admin tools (`vigil topics|groups|produce|consume`)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -9,7 +10,16 @@ import time
 
 import pytest
 
-from broker.admin import PartitionInfo, TopicInfo, format_describe, parse_configs
+from broker.admin import (
+    GroupDescription,
+    GroupMember,
+    GroupOffset,
+    PartitionInfo,
+    TopicInfo,
+    format_describe,
+    format_group_describe,
+    parse_configs,
+)
 from tests.conftest import ROOT, BrokerProcess, free_port
 
 
@@ -50,6 +60,24 @@ def test_format_describe_uses_the_kafka_topics_layout() -> None:
         "\tTopic: vitals\tPartition: 0\tLeader: 0\tReplicas: 0\tIsr: 0\n"
         "\tTopic: vitals\tPartition: 1\tLeader: none\tReplicas: 0,1\tIsr: 1\n"
     )
+
+
+def test_format_group_describe_lists_members_then_partitions() -> None:
+    member = GroupMember("m-1", "monitor", "/127.0.0.1", None, (("hr", 0), ("hr", 1)))
+    group = GroupDescription(
+        group_id="pager", state="Stable", assignor="range", coordinator=0, members=(member,),
+        offsets=(GroupOffset("hr", 0, 3, 5, member), GroupOffset("hr", 1, None, 2, member)),
+    )
+    assert format_group_describe([group]).splitlines() == [
+        "Group: pager\tState: Stable\tAssignor: range\tCoordinator: 0",
+        "",
+        "MEMBER-ID  CLIENT-ID  HOST        INSTANCE-ID  PARTITIONS",
+        "m-1        monitor    /127.0.0.1  -            hr:0,1",
+        "",
+        "TOPIC  PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG  CONSUMER-ID  HOST        CLIENT-ID",
+        "hr     0          3               5               2    m-1          /127.0.0.1  monitor",
+        "hr     1          -               2               -    m-1          /127.0.0.1  monitor",
+    ]
 
 
 def test_parse_configs() -> None:
@@ -190,7 +218,6 @@ def test_partition_out_of_range(broker: BrokerProcess) -> None:
                          bootstrap=b), "no partition 5")
 
 
-@pytest.mark.skip(reason="needs the group coordinator (The log, part 2: consumer groups)")
 def test_group_consumer_resumes_where_it_committed(broker: BrokerProcess) -> None:
     b = broker.bootstrap
     ok(vigil("topics", "create", "alerts", "--partitions", "2", bootstrap=b))
@@ -204,6 +231,82 @@ def test_group_consumer_resumes_where_it_committed(broker: BrokerProcess) -> Non
     assert second == "a4\n"
 
 
+# -------------------------------------------------------------------------- groups
+
+
+def table(lines: list[str], header: str) -> list[list[str]]:
+    """The rows (split on whitespace) of the table whose header starts with `header`."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_groups_list_describe_delete(broker: BrokerProcess) -> None:
+    b = broker.bootstrap
+    ok(vigil("topics", "create", "alerts", "--partitions", "2", bootstrap=b))
+    ok(vigil("produce", "--topic", "alerts", "--partition", "0", stdin="a1\na2\na3\n", bootstrap=b))
+    ok(vigil("produce", "--topic", "alerts", "--partition", "1", stdin="b1\nb2\n", bootstrap=b))
+    ok(vigil("consume", "--topic", "alerts", "--group", "pager", "--from-beginning",
+             "--max-messages", "5", "--timeout", "10", bootstrap=b))
+    ok(vigil("produce", "--topic", "alerts", "--partition", "0", stdin="a4\na5\n", bootstrap=b))
+
+    listed = ok(vigil("groups", "list", bootstrap=b)).splitlines()
+    assert listed[0].split() == ["GROUP", "STATE", "PROTOCOL-TYPE"]
+    assert ["pager", "Empty", "consumer"] in [line.split() for line in listed[1:]]
+
+    lines = ok(vigil("groups", "describe", "pager", bootstrap=b)).splitlines()
+    assert lines[0].startswith("Group: pager\tState: Empty\t")
+    assert "Consumer group 'pager' has no active members." in lines
+    assert table(lines, "TOPIC") == [
+        ["alerts", "0", "3", "5", "2", "-", "-", "-"],  # two records not yet read
+        ["alerts", "1", "2", "2", "0", "-", "-", "-"],
+    ]
+
+    assert ok(vigil("groups", "delete", "pager", bootstrap=b)) == "Deleted group pager.\n"
+    assert "pager" not in ok(vigil("groups", "list", bootstrap=b))
+    one_line_error(vigil("groups", "describe", "pager", bootstrap=b), "unknown group", "pager")
+
+
+def test_groups_describe_shows_live_members_and_refuses_to_delete_them(
+        broker: BrokerProcess) -> None:
+    b = broker.bootstrap
+    ok(vigil("topics", "create", "hr", "--partitions", "2", bootstrap=b))
+    ok(vigil("produce", "--topic", "hr", "--partition", "1", stdin="72\n", bootstrap=b))
+    member = subprocess.Popen(
+        [sys.executable, "-m", "tests.broker.group_member", "confluent", "--bootstrap", b,
+         "--group", "ward", "--topic", "hr", "--client-id", "bedside-monitor"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
+    try:
+        assert member.stdout is not None
+        for line in member.stdout:  # until it has read the record and committed
+            if json.loads(line)["event"] == "committed":
+                break
+        lines = ok(vigil("groups", "describe", "ward", bootstrap=b)).splitlines()
+        assert lines[0].startswith("Group: ward\tState: Stable\t")
+        (member_row,) = table(lines, "MEMBER-ID")
+        member_id = member_row[0]
+        assert member_row[1:] == ["bedside-monitor", member_row[2], "-", "hr:0,1"]
+        assert table(lines, "TOPIC") == [
+            ["hr", "0", "-", "0", "-", member_id, member_row[2], "bedside-monitor"],
+            ["hr", "1", "1", "1", "0", member_id, member_row[2], "bedside-monitor"],
+        ]
+        one_line_error(vigil("groups", "delete", "ward", bootstrap=b), "ward",
+                       "still has active members")
+    finally:
+        member.terminate()
+        member.communicate(timeout=30)
+
+
+def test_unknown_group_is_one_clear_error(broker: BrokerProcess) -> None:
+    b = broker.bootstrap
+    one_line_error(vigil("groups", "describe", "ghost", bootstrap=b), "unknown group", "ghost")
+    one_line_error(vigil("groups", "delete", "ghost", bootstrap=b), "unknown group", "ghost")
+
+
 # ------------------------------------------------------------------ no broker at all
 
 
@@ -214,6 +317,9 @@ def test_group_consumer_resumes_where_it_committed(broker: BrokerProcess) -> Non
     ("topics", "delete", "t"),
     ("produce", "--topic", "t"),
     ("consume", "--topic", "t"),
+    ("groups", "list"),
+    ("groups", "describe", "g"),
+    ("groups", "delete", "g"),
 ])
 def test_unreachable_broker_is_reported_quickly(command: tuple[str, ...]) -> None:
     bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
