@@ -410,3 +410,80 @@ def test_recovery_of_each_swap_step(tmp_path: Path, kill_after: str,
     _check_after_crash(directory, latest, set())
     leftovers = [p.name for p in directory.iterdir() if p.suffix in (".cleaned", ".swap")]
     assert not leftovers and not (directory / compaction.SWAP_MANIFEST).exists()
+
+
+# -- what real consumers make of a compacted log ---------------------------------------------
+
+
+def test_real_consumers_read_a_compacted_log_with_gaps_and_header_only_batches(
+        tmp_path: Path) -> None:
+    """Compact a partition a real broker wrote (offline), restart it, consume with
+    librdkafka and kafka-python: latest values only, gaps and empty batches stepped over."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+
+    from tests.broker.test_clients import create_topic
+    from tests.conftest import BrokerProcess
+
+    broker = BrokerProcess(tmp_path / "data").start()
+    try:
+        create_topic(broker.bootstrap, "device-state",
+                     config={"cleanup.policy": "compact", "segment.bytes": "3000"})
+        latest: dict[bytes, bytes | None] = {}
+        for round_ in range(6):  # one idempotent producer per round: its batches empty out
+            producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5,
+                                 "enable.idempotence": True, "compression.type": "zstd"})
+            for i in range(60):
+                key = f"dev-{i % 20}".encode()
+                value = None if (round_ == 5 and i % 20 == 7) else f"r{round_} i{i}".encode()
+                producer.produce("device-state", key=key, value=value)
+                latest[key] = value
+                if i % 10 == 9:
+                    producer.flush(10)
+            assert producer.flush(10) == 0
+        broker.stop()
+        directory = tmp_path / "data" / "logs" / "device-state-0"
+        config = LogConfig(segment_bytes=3000, retention_ms=-1, segment_ms=DAY)
+        plog = PartitionLog.open(directory, config)
+        plog.roll_and_retain(int(time.time() * 1000) + 2 * DAY)
+        end = plog.log_end_offset
+        plog.high_watermark = end
+        assert compact_now(plog, int(time.time() * 1000) + 1000, EAGER)
+        headers = [h for h, _ in decode_batches(
+            b"".join(p.read_bytes() for p in sorted(directory.glob("*.log"))))]
+        assert any(h.record_count == 0 for h in headers)  # a producer's last batch, emptied
+        plog.close()
+        broker.start()
+
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused",
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        consumer.assign([TopicPartition("device-state", 0, 0)])
+        got: dict[bytes, bytes | None] = {}
+        offsets: list[int] = []
+        deadline = time.monotonic() + 20
+        while (not offsets or offsets[-1] < end - 1) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            key, offset = msg.key(), msg.offset()
+            assert key is not None and offset is not None
+            got[key] = msg.value()
+            offsets.append(offset)
+        consumer.close()
+        assert got == latest and len(offsets) == len(latest)
+        assert offsets == sorted(offsets) and offsets[-1] == end - 1
+
+        kconsumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                                  consumer_timeout_ms=10_000)
+        kconsumer.assign([KTP("device-state", 0)])
+        kconsumer.seek_to_beginning()
+        seen: dict[bytes, bytes | None] = {}
+        for m in kconsumer:
+            seen[m.key] = m.value
+            if m.offset == end - 1:
+                break
+        kconsumer.close()
+        assert seen == latest
+    finally:
+        broker.stop()
