@@ -1,15 +1,23 @@
 """Throughput of Vigil's broker next to Tansu's, measured with confluent-kafka.
 
     python tests/perf/bench_broker.py [--records N] [--quick] [--rounds R]
-                                      [--only vigil|tansu] [--json PATH]
+                                      [--only vigil|tansu] [--no-groups] [--json PATH]
 
 Starts each broker on a free loopback port (Vigil on its durable file log in a temporary
 directory, Tansu on memory storage), warms it up, then for each record size produces N
 records to a fresh one-partition topic and fetches them back from the beginning, R times
 (the median round is reported; clients connect before the clock starts). Reports
 MB/s (10^6 bytes of record values), records/s and MB per broker CPU-second (utime+stime
-of the broker process from /proc/<pid>/stat). Every broker process started here is
-stopped, by PID, before the script exits.
+of the broker process from /proc/<pid>/stat).
+
+Then (unless --no-groups) the consumer-group phase: three confluent-kafka members, each in
+its own process (tests/broker/group_member.py), subscribe together to a 6-partition topic
+that keeps receiving records. It reports, per member, the time from subscribe() to its
+first record; the time until the three own two partitions each; the time from a member's
+SIGKILL until the two survivors own all six partitions (session.timeout.ms = 6000,
+heartbeats every second: most of it is the session expiring); and the time from a
+member's SIGTERM (a clean LeaveGroup) until the last one owns all six. Every process
+started here is stopped, by PID, before the script exits.
 """
 
 from __future__ import annotations
@@ -24,14 +32,16 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +344,153 @@ def bench_broker(broker: Broker, sizes: Sequence[tuple[int, int]],
     return medians, every
 
 
+# ---------------------------------------------------------------------- consumer groups
+
+GROUP_PARTITIONS = 6
+GROUP_SESSION_TIMEOUT_MS = 6000
+GROUP_WAIT = 90.0  # seconds allowed for any one group event before the phase is stuck
+
+
+@dataclass(frozen=True)
+class GroupMeasurement:
+    broker: str
+    session_timeout_ms: int
+    first_record_seconds: list[float]  # per member: subscribe() -> its first record
+    balanced_seconds: float  # first subscribe() -> 3 members own 2 partitions each
+    rebalance_after_kill_seconds: float  # SIGKILL of one -> the 2 survivors own all 6
+    rebalance_after_leave_seconds: float  # SIGTERM of one more -> the last one owns all 6
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MemberProcess:
+    """A group member (tests/broker/group_member.py) and the JSON events it has reported."""
+
+    proc: subprocess.Popen[str]
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, bootstrap: str, group: str, topic: str, name: str) -> MemberProcess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.broker.group_member", "confluent",
+             "--bootstrap", bootstrap, "--group", group, "--topic", topic, "--client-id", name,
+             "--session-timeout-ms", str(GROUP_SESSION_TIMEOUT_MS)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
+        member = cls(proc)
+        threading.Thread(target=member._read, daemon=True).start()
+        return member
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.append(json.loads(line))
+
+    def first(self, kind: str) -> dict[str, Any] | None:
+        return next((e for e in list(self.events) if e["event"] == kind), None)
+
+    @property
+    def assignment(self) -> set[int]:
+        assigned = [e for e in list(self.events) if e["event"] == "assigned"]
+        return set(assigned[-1]["partitions"]) if assigned else set()
+
+    def last_assigned_at(self) -> float:
+        return float(max(e["t"] for e in list(self.events) if e["event"] == "assigned"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + GROUP_WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"group phase stuck: {what} after {GROUP_WAIT:g}s")
+        time.sleep(0.01)
+
+
+def _owns_all(members: Sequence[MemberProcess]) -> bool:
+    held = [m.assignment for m in members]
+    return (all(held) and sum(map(len, held)) == GROUP_PARTITIONS
+            and set().union(*held) == set(range(GROUP_PARTITIONS)))
+
+
+def bench_groups(broker: Broker) -> GroupMeasurement:
+    """Join, crash and leave times of a 3-member confluent-kafka group (see the module doc)."""
+    topic, group = f"groups-{uuid.uuid4().hex[:8]}", f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=GROUP_PARTITIONS,
+                                  replication_factor=1)])[topic].result(timeout=20)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 1})
+    producer.list_topics(topic=topic, timeout=10)
+    stop_feeding = threading.Event()
+
+    def feed() -> None:  # a record on every partition every 10 ms
+        while not stop_feeding.is_set():
+            for p in range(GROUP_PARTITIONS):
+                producer.produce(topic, b"x", partition=p)
+            producer.poll(0)
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    members: list[MemberProcess] = []
+    try:
+        members = [MemberProcess.start(broker.bootstrap, group, topic, f"member-{n}")
+                   for n in range(3)]
+        _wait_for(lambda: all(m.first("records") for m in members),
+                  "not every member received a record")
+        _wait_for(lambda: _owns_all(members), "the members never split the partitions")
+        first_record = [m.first("records")["t"] - m.first("subscribed")["t"]  # type: ignore[index]
+                        for m in members]
+        subscribed = min(m.first("subscribed")["t"] for m in members)  # type: ignore[index]
+        balanced = max(m.last_assigned_at() for m in members) - subscribed
+
+        victim, survivors = members[0], members[1:]
+        victim.proc.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        _wait_for(lambda: _owns_all(survivors), "the survivors never took over after a kill")
+        after_kill = max(m.last_assigned_at() for m in survivors) - killed
+
+        leaver, last = survivors
+        leaver.proc.send_signal(signal.SIGTERM)
+        left = time.monotonic()
+        _wait_for(lambda: _owns_all([last]), "the last member never took over after a leave")
+        after_leave = last.last_assigned_at() - left
+    finally:
+        stop_feeding.set()
+        feeder.join(10)
+        producer.flush(10)
+        for m in members:
+            m.stop()
+    result = GroupMeasurement(broker.name, GROUP_SESSION_TIMEOUT_MS, first_record, balanced,
+                              after_kill, after_leave)
+    log.info("%s groups: %s", broker.name, result)
+    return result
+
+
+def format_group_report(results: Sequence[GroupMeasurement]) -> str:
+    lines = [
+        "",
+        f"consumer group of 3 confluent-kafka members, {GROUP_PARTITIONS} partitions, "
+        f"session.timeout.ms={GROUP_SESSION_TIMEOUT_MS}; seconds",
+        f"{'broker':<7} {'first record (median/max)':>26} {'balanced':>9} "
+        f"{'after SIGKILL':>14} {'after leave':>12}",
+    ]
+    for g in results:
+        firsts = f"{statistics.median(g.first_record_seconds):.3f} / " \
+                 f"{max(g.first_record_seconds):.3f}"
+        lines.append(f"{g.broker:<7} {firsts:>26} {g.balanced_seconds:>9.3f} "
+                     f"{g.rebalance_after_kill_seconds:>14.3f} "
+                     f"{g.rebalance_after_leave_seconds:>12.3f}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -413,6 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int,
                         help="rounds per size, the median is reported (default 3; 1 with --quick)")
     parser.add_argument("--only", choices=["vigil", "tansu"], help="bench one broker only")
+    parser.add_argument("--groups", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time consumer-group joins and rebalances (default: on)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -427,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick else 3)
     results: list[Measurement] = []
     every: list[Measurement] = []
+    groups: list[GroupMeasurement] = []
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         workdir = Path(tmp)
         factories = [("vigil", vigil_broker), ("tansu", tansu_broker)]
@@ -440,12 +600,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     medians, runs = bench_broker(broker, sizes, rounds)
                     results += medians
                     every += runs
+                    if args.groups:
+                        groups.append(bench_groups(broker))
             except (RuntimeError, KafkaException) as exc:
                 print(f"bench: {name} failed: {exc}\n{broker.log_tail()}", file=sys.stderr)
                 return 1
 
     info = machine()
     print(format_report(results, info, rounds))
+    if groups:
+        print(format_group_report(groups))
     if args.json:
         args.json.write_text(json.dumps({
             "machine": info,
@@ -453,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "results": [r.as_json() for r in results],
             "every_round": [r.as_json() for r in every],
             "ratios_vigil_over_tansu": ratio_rows(results),
+            "groups": [g.as_json() for g in groups],
         }, indent=2) + "\n")
     return 0
 
