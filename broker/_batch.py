@@ -253,7 +253,7 @@ def scan_valid_prefix(buf: Buffer) -> tuple[list[BatchHeader], int]:
     return headers, length
 
 
-def rewrite_batch(buf: bytearray, position: int, base_offset: int, leader_epoch: int) -> None:
+def rewrite_batch(buf: bytearray | memoryview, position: int, base_offset: int, leader_epoch: int) -> None:
     """Set the baseOffset and partitionLeaderEpoch of the batch at `position` in place."""
     _OFFSET.pack_into(buf, position, base_offset)
     _EPOCH.pack_into(buf, position + 12, leader_epoch)

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 API_VERSIONS_KEY = 18
+PRODUCE_KEY = 0
 
 Buffers = list[bytes | memoryview]
 
@@ -95,7 +96,7 @@ def frame_size(prefix: bytes | memoryview) -> int:
 # Decoding
 
 
-def decode_request(frame: bytes | memoryview, supported: dict[int, tuple[int, int]],
+def decode_request(frame: bytes | bytearray | memoryview, supported: dict[int, tuple[int, int]],
                    peer_host: str = "") -> Request:
     """Decode one request frame (without its size prefix).
 
@@ -113,11 +114,16 @@ def decode_request(frame: bytes | memoryview, supported: dict[int, tuple[int, in
     except Exception as exc:  # kio lacks the schema: treat as unsupported
         raise UnsupportedVersion(api_key, api_version, correlation_id) from exc
     try:
-        client_id, size = read_nullable_legacy_string(frame, 8)
+        # kio's native readers take read-only buffers only
+        readonly = memoryview(frame).toreadonly() if isinstance(frame, bytearray) else frame
+        client_id, size = read_nullable_legacy_string(readonly, 8)
         offset = 8 + size
         if schema.__header_schema__.__flexible__:
-            offset = _skip_tagged_fields(frame, offset)
-        body = _read_body(schema, frame, offset)
+            offset = _skip_tagged_fields(readonly, offset)
+        if api_key == PRODUCE_KEY and isinstance(frame, bytearray):
+            body = _read_produce(frame, offset, flexible=api_version >= 9)
+        else:
+            body = _read_body(schema, readonly, offset)
     except (UnsupportedVersion, ProtocolError):
         raise
     except Exception as exc:
@@ -127,7 +133,7 @@ def decode_request(frame: bytes | memoryview, supported: dict[int, tuple[int, in
     return Request(api_key, api_version, correlation_id, client_id, body, peer_host)
 
 
-def _read_body(schema: type[Any], frame: bytes | memoryview, offset: int) -> Any:
+def _read_body(schema: type[Any], frame: bytes | bytearray | memoryview, offset: int) -> Any:
     try:
         body, _ = entity_reader(schema)(frame, offset)
     except KeyError:  # an unknown tagged field: read again, skipping such fields
@@ -135,13 +141,13 @@ def _read_body(schema: type[Any], frame: bytes | memoryview, offset: int) -> Any
     return body
 
 
-def _uvarint_at(buf: bytes | memoryview, offset: int) -> tuple[int, int]:
+def _uvarint_at(buf: bytes | bytearray | memoryview, offset: int) -> tuple[int, int]:
     """(value, offset after it): kio's readers return (value, bytes consumed)."""
     value, used = read_unsigned_varint(buf, offset)
     return int(value), offset + used
 
 
-def _skip_tagged_fields(buf: bytes | memoryview, offset: int) -> int:
+def _skip_tagged_fields(buf: bytes | bytearray | memoryview, offset: int) -> int:
     count, offset = _uvarint_at(buf, offset)
     for _ in range(count):
         _, offset = _uvarint_at(buf, offset)
@@ -152,7 +158,7 @@ def _skip_tagged_fields(buf: bytes | memoryview, offset: int) -> int:
     return offset
 
 
-def _read_tolerant(entity_type: type[Any], buf: bytes | memoryview, offset: int) -> tuple[Any, int]:
+def _read_tolerant(entity_type: type[Any], buf: bytes | bytearray | memoryview, offset: int) -> tuple[Any, int]:
     values: dict[str, Any] = {}
     tagged: dict[int, Field[Any]] = {}
     for f in fields(entity_type):
@@ -174,7 +180,7 @@ def _read_tolerant(entity_type: type[Any], buf: bytes | memoryview, offset: int)
 
 
 def _read_field_tolerant(
-    entity_type: type[Any], f: Field[Any], buf: bytes | memoryview, offset: int, *, is_tag: bool
+    entity_type: type[Any], f: Field[Any], buf: bytes | bytearray | memoryview, offset: int, *, is_tag: bool
 ) -> tuple[Any, int]:
     kind = classify_field(f)
     if isinstance(kind, PrimitiveField | PrimitiveTupleField):
@@ -201,6 +207,101 @@ def _read_field_tolerant(
         item, offset = _read_tolerant(kind.type_, buf, offset)
         items.append(item)
     return tuple(items), offset
+
+
+# ---------------------------------------------------------------------------------------
+# Produce, the hot path: decoded by hand so each partition's records stay a view into the
+# received frame (a writable buffer the log then rewrites in place and writes out).
+
+
+@dataclass(frozen=True, slots=True)
+class ProducePartition:
+    index: int
+    records: memoryview | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceTopic:
+    name: str
+    partition_data: tuple[ProducePartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceBody:
+    transactional_id: str | None
+    acks: int
+    timeout: int
+    topic_data: tuple[ProduceTopic, ...]
+
+
+_I16 = struct.Struct(">h")
+
+
+def _read_produce(frame: bytearray, offset: int, *, flexible: bool) -> ProduceBody:
+    view = memoryview(frame)  # writable: the records are handed on as views of it
+    ro = view.toreadonly()  # for kio's varint reader
+    end = len(frame)
+
+    def need(n: int) -> None:
+        if offset + n > end:
+            raise ProtocolError("produce request ends early")
+
+    def read_string(nullable: bool) -> str | None:
+        nonlocal offset
+        if flexible:
+            n, offset = _uvarint_at(ro, offset)
+            n -= 1
+        else:
+            need(2)
+            n = _I16.unpack_from(frame, offset)[0]
+            offset += 2
+        if n < 0:
+            if not nullable:
+                raise ProtocolError("null string in a produce request")
+            return None
+        need(n)
+        text = bytes(view[offset:offset + n]).decode()
+        offset += n
+        return text
+
+    def read_count() -> int:
+        nonlocal offset
+        if flexible:
+            n, offset = _uvarint_at(ro, offset)
+            return n - 1
+        need(4)
+        n = _I32.unpack_from(frame, offset)[0]
+        offset += 4
+        return int(n)
+
+    transactional_id = read_string(nullable=True)
+    need(6)
+    acks, timeout = struct.unpack_from(">hi", frame, offset)
+    offset += 6
+    topics = []
+    for _ in range(max(read_count(), 0)):
+        name = read_string(nullable=False)
+        assert name is not None
+        partitions = []
+        for _ in range(max(read_count(), 0)):
+            need(4)
+            index = _I32.unpack_from(frame, offset)[0]
+            offset += 4
+            size = read_count()  # records: nullable bytes, same length encoding as arrays
+            records = None
+            if size >= 0:
+                need(size)
+                records = view[offset:offset + size]
+                offset += size
+            if flexible:
+                offset = _skip_tagged_fields(ro, offset)
+            partitions.append(ProducePartition(index, records))
+        if flexible:
+            offset = _skip_tagged_fields(ro, offset)
+        topics.append(ProduceTopic(name, tuple(partitions)))
+    if flexible:
+        offset = _skip_tagged_fields(ro, offset)
+    return ProduceBody(transactional_id, acks, timeout, tuple(topics))
 
 
 # ---------------------------------------------------------------------------------------

@@ -409,7 +409,9 @@ class PartitionLog:
             if duplicate is not None:
                 return _new_result(duplicate.first_offset, duplicate.last_offset, -1,
                                    self._log_start, count, 0, True)
-        buf = bytearray(records)
+        # A writable view (the server hands over the received frame) is rewritten in
+        # place; anything else is copied first.
+        buf = records if isinstance(records, memoryview) and not records.readonly else bytearray(records)
         for offset, _, position, _ in placed:
             rewrite_batch(buf, position, offset, leader_epoch)
         self._write(buf, placed, next_offset, count, now_ms)
@@ -449,7 +451,7 @@ class PartitionLog:
             if h.partition_leader_epoch > self.epochs.latest_epoch:
                 self.epochs.assign(h.partition_leader_epoch, h.base_offset)
 
-    def _write(self, buf: bytes | bytearray, placed: list[tuple[int, int, int, int]],
+    def _write(self, buf: bytes | bytearray | memoryview, placed: list[tuple[int, int, int, int]],
                next_offset: int, count: int, now_ms: int) -> None:
         """Write whole batches; `placed` is (offset, max timestamp, position, size) each."""
         seg = self._segments[-1]
