@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from broker._batch import BatchHeader, StorageError, parse_batches
+from broker._batch import HEADER_SIZE, BatchHeader, StorageError, parse_batches
 from broker._epochs import read_checkpoint, write_checkpoint
 from broker._records import Record, decode_records, encode_batch
 from broker._segment import (
@@ -183,7 +183,7 @@ def _batches(source: SourceSegment) -> Iterator[tuple[BatchHeader, bytes]]:
 
 
 def _payload(data: bytes) -> memoryview:
-    return memoryview(data)[61:]
+    return memoryview(data)[HEADER_SIZE:]
 
 
 def _build_offset_map(plan: CompactionPlan) -> tuple[dict[bytes, int], int]:
@@ -272,11 +272,11 @@ def _filter_batch(h: BatchHeader, data: bytes, latest: dict[bytes, int], tombsto
         if r.value is None and drop_tombstones:
             continue
         kept.append(r)
+    if not kept and not keep_empty:  # also drops header-only batches no longer the last
+        return None, len(records), 0
     if len(kept) == len(records):
         return data, len(records), len(kept)
     log_append_time = h.timestamp_type == 1
-    if not kept and not keep_empty:
-        return None, len(records), 0
     rebuilt = encode_batch(
         kept, base_offset=h.base_offset, compression=h.compression, producer_id=h.producer_id,
         producer_epoch=h.producer_epoch, base_sequence=h.base_sequence,

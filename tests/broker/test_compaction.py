@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from broker._batch import BatchHeader
 from broker._compaction import (
     CLEANER_CHECKPOINT,
     CompactionConfig,
@@ -223,6 +224,17 @@ def test_idempotent_producer_state_survives_when_its_batches_empty_out(tmp_path:
     nxt = encode_batch([Record(0, NOW, b"k0", b"next")], producer_id=7, producer_epoch=2,
                        base_sequence=seq)
     assert not plog.append(nxt, leader_epoch=0, now_ms=NOW).duplicate
+    _produce(plog, [(b"k0", b"overwritten again")])
+    _roll(plog)
+    assert compact_now(plog, NOW, EAGER)
+    empty = [h for h, records in _batches_of(plog) if not records]
+    # Only the producer's last batch stays as a header, not the one of the earlier pass.
+    assert [(h.producer_id, h.base_sequence, h.record_count) for h in empty] == [(7, seq, 0)]
+
+
+def _batches_of(plog: PartitionLog) -> list[tuple[BatchHeader, list[Record]]]:
+    blob = b"".join(p.read_bytes() for p in sorted(plog.directory.glob("*.log")))
+    return decode_batches(blob)
 
 
 def test_reads_and_appends_go_on_while_the_worker_runs(tmp_path: Path) -> None:
@@ -466,9 +478,9 @@ def test_real_consumers_read_a_compacted_log_with_gaps_and_header_only_batches(
             msg = consumer.poll(0.5)
             if msg is None or msg.error() is not None:
                 continue
-            key, offset = msg.key(), msg.offset()
-            assert key is not None and offset is not None
-            got[key] = msg.value()
+            mkey, offset = msg.key(), msg.offset()
+            assert mkey is not None and offset is not None
+            got[mkey] = msg.value()
             offsets.append(offset)
         consumer.close()
         assert got == latest and len(offsets) == len(latest)
