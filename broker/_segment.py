@@ -346,7 +346,7 @@ class Segment:
     def seal(self) -> None:
         """Called when the segment stops being active: record its final max timestamp."""
         self._maybe_time_entry()
-        self.write_pending_index()
+        self.sync_indexes()
         self.release_reserved()
 
     def write_pending_index(self) -> None:
@@ -358,12 +358,18 @@ class Segment:
             self._tidx_pending = bytearray()
 
     def flush(self) -> None:
+        """fdatasync the log. The indexes are written but synced only at seal and close:
+        they are hints that recovery checks and rebuilds, and syncing them at every flush
+        (every produce request with flush.messages=1) cost as much as the log's own sync."""
         self.write_pending_index()
         if self.dirty:
             os.fdatasync(self._fd)
-            os.fdatasync(self._idx_fd)
-            os.fdatasync(self._tidx_fd)
             self.dirty = False
+
+    def sync_indexes(self) -> None:
+        self.write_pending_index()
+        os.fdatasync(self._idx_fd)
+        os.fdatasync(self._tidx_fd)
 
     # -- reading ---------------------------------------------------------------
 
@@ -438,7 +444,7 @@ class Segment:
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.write_pending_index()
+            self.sync_indexes()
             self.release_reserved()
         for fd in (self._fd, self._idx_fd, self._tidx_fd):
             os.close(fd)
