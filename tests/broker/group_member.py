@@ -17,6 +17,8 @@ done; `t` is time.monotonic(), comparable between processes on one machine:
     {"event": "closed", "t": ...}                              after SIGTERM: left the group
 
 SIGTERM closes the consumer cleanly (a member leaving); SIGKILL is the crash case.
+SIGUSR1 makes it stop committing (it keeps reading), so that a SIGKILL after it leaves
+records read but not committed: those a new owner of the partitions must read again.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def report_commit(offsets: dict[int, int], error: BaseException | None) -> None:
 # ------------------------------------------------------------------------- the clients
 
 
-def run_confluent(args: argparse.Namespace, stopping: list[bool]) -> None:
+def run_confluent(args: argparse.Namespace, stopping: list[bool], paused: list[bool]) -> None:
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     config: dict[str, Any] = {
@@ -110,6 +112,8 @@ def run_confluent(args: argparse.Namespace, stopping: list[bool]) -> None:
             if not records:
                 continue
             emit("records", records=records)
+            if paused:
+                continue
             offsets = next_offsets(records)
             try:
                 consumer.commit(offsets=[TopicPartition(args.topic, p, o)
@@ -121,7 +125,8 @@ def run_confluent(args: argparse.Namespace, stopping: list[bool]) -> None:
         consumer.close()
 
 
-def run_kafka_python(args: argparse.Namespace, stopping: list[bool]) -> None:
+def run_kafka_python(args: argparse.Namespace, stopping: list[bool],
+                     paused: list[bool]) -> None:
     from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
     from kafka.structs import OffsetAndMetadata
@@ -153,6 +158,8 @@ def run_kafka_python(args: argparse.Namespace, stopping: list[bool]) -> None:
             if not records:
                 continue
             emit("records", records=records)
+            if paused:
+                continue
             offsets = next_offsets(records)
             try:
                 consumer.commit({TopicPartition(args.topic, p): OffsetAndMetadata(o, "", -1)
@@ -164,7 +171,8 @@ def run_kafka_python(args: argparse.Namespace, stopping: list[bool]) -> None:
         consumer.close()
 
 
-async def run_aiokafka(args: argparse.Namespace, stopping: list[bool]) -> None:
+async def run_aiokafka(args: argparse.Namespace, stopping: list[bool],
+                       paused: list[bool]) -> None:
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -197,6 +205,8 @@ async def run_aiokafka(args: argparse.Namespace, stopping: list[bool]) -> None:
             if not records:
                 continue
             emit("records", records=records)
+            if paused:
+                continue
             offsets = next_offsets(records)
             try:
                 await consumer.commit({TopicPartition(args.topic, p): o
@@ -222,13 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stopping: list[bool] = []  # non-empty once SIGTERM arrived
+    paused: list[bool] = []  # non-empty once SIGUSR1 arrived: commit no more
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGUSR1, lambda *_: paused.append(True))
     if args.client == "confluent":
-        run_confluent(args, stopping)
+        run_confluent(args, stopping, paused)
     elif args.client == "kafka-python":
-        run_kafka_python(args, stopping)
+        run_kafka_python(args, stopping, paused)
     else:
-        asyncio.run(run_aiokafka(args, stopping))
+        asyncio.run(run_aiokafka(args, stopping, paused))
     emit("closed")
     return 0
 

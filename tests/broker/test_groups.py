@@ -5,6 +5,8 @@ Members run `tests/broker/group_member.py` and report, as JSON lines, their assi
 every record they process and every commit (synchronous, after each poll batch). Groups
 whose members may crash use session.timeout.ms = 6000 (heartbeats every second), so a
 SIGKILLed member's partitions move within seconds rather than librdkafka's default 45 s.
+Before the crash, the doomed member stops committing (SIGUSR1) but goes on reading, so the
+test sees that exactly what it read after its last commit is read again.
 """
 
 from __future__ import annotations
@@ -144,6 +146,9 @@ class Member:
             out.update({int(p): o for p, o in e["offsets"].items()})
         return out
 
+    def stop_committing(self) -> None:
+        self.proc.send_signal(signal.SIGUSR1)
+
     def kill(self) -> float:
         """SIGKILL; returns when it happened (time.monotonic())."""
         self.proc.send_signal(signal.SIGKILL)
@@ -225,16 +230,25 @@ def test_three_members_split_partitions_and_survive_a_crash(
     victim, survivors = group[1], [group[0], group[2]]
     wait_until(lambda: victim.assignment <= set(victim.committed), 30,
                lambda: "the victim committed nothing\n" + describe(group, broker))
-    time.sleep(0.5)
+    # The victim goes on reading but commits no more, then dies: what it read since its
+    # last commit must be read again by the survivors, and nothing else.
+    victim.stop_committing()
+    time.sleep(0.2)
+    last_commit = victim.committed
+
+    def uncommitted() -> set[tuple[int, int]]:
+        return {(p, o) for p, o in victim.seen if o >= last_commit.get(p, 0)}
+
+    wait_until(lambda: len(uncommitted()) >= 5, 30,
+               lambda: "the victim read nothing more\n" + describe(group, broker))
     lost = victim.assignment
     killed_at = victim.kill()
-    last_commit = victim.committed
+    assert victim.committed == last_commit
 
     wait_until(lambda: balanced(survivors, 6), TAKEOVER_LIMIT,
                lambda: f"partitions {sorted(lost)} of the killed member did not move to the "
                        f"survivors\n" + describe(group, broker))
     takeover = max(e["t"] for m in survivors for e in m.of("assigned")) - killed_at
-    print(f"{client}: survivors own all partitions {takeover:.2f}s after the kill")
 
     ends = feeder.stop()
     wait_until(lambda: all(max((m.committed.get(p, 0) for m in survivors), default=0) == end
@@ -245,11 +259,14 @@ def test_three_members_split_partitions_and_survive_a_crash(
     for p, end in ends.items():
         offsets = {o for q, o in seen if q == p}
         assert offsets == set(range(end)), f"partition {p}: skipped {set(range(end)) - offsets}"
-    twice = sorted(pair for pair, n in seen.items() if n > 1)
-    unexpected = [(p, o) for p, o in twice if p not in lost or o < last_commit.get(p, 0)]
+    twice = {pair for pair, n in seen.items() if n > 1}
+    print(f"{client}: survivors own all partitions {takeover:.2f}s after the kill; "
+          f"{len(twice)} records seen twice")
+    unexpected = sorted((p, o) for p, o in twice if p not in lost or o < last_commit.get(p, 0))
     assert not unexpected, (
         f"records seen twice that were committed, or not the killed member's: {unexpected[:10]} "
         f"(killed member held {sorted(lost)}, last committed {last_commit})")
+    assert uncommitted() <= twice, "survivors did not re-read what the victim never committed"
 
     for m in survivors:
         m.stop()
