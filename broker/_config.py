@@ -95,6 +95,7 @@ _BROKER_DEFAULTS: Mapping[str, str] = {
     "auto.create.topics.enable": "true",
     "socket.request.max.bytes": str(100 * 1024 * 1024),
     "log.retention.check.interval.ms": "300000",
+    "log.cleaner.backoff.ms": "15000",
     "log.flush.scheduler.interval.ms": "50",
     "group.initial.rebalance.delay.ms": "0",
     "offsets.retention.minutes": "10080",

@@ -20,8 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker._batch import parse_batches, stamp_log_append_time
+from broker._batch import InvalidRecordError, parse_batches, stamp_log_append_time
+from broker._compaction import CompactionConfig, compact
 from broker._config import TOPIC_CONFIGS, BrokerConfig, validate_topic_configs
+from broker._records import decode_batches
 from broker._storage import AppendResult, LogConfig, PartitionLog
 from broker._topics import TopicMeta, TopicRegistry, write_atomic
 
@@ -42,6 +44,8 @@ class PartitionState:
     flush_messages: int
     flush_ms: int
     log_append_time: bool = False
+    compacted: bool = False
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
     appended: asyncio.Future[None] | None = None
     dirty: bool = False
     last_flush: float = field(default_factory=time.monotonic)
@@ -62,14 +66,27 @@ class PartitionState:
         self.appended = None
 
 
+def _policies(configs: dict[str, str]) -> set[str]:
+    return {p.strip() for p in configs["cleanup.policy"].split(",")}
+
+
 def _log_config(configs: dict[str, str]) -> LogConfig:
+    deletes = "delete" in _policies(configs)  # a compact-only topic keeps every key forever
     return LogConfig(
         segment_bytes=int(configs["segment.bytes"]),
         segment_ms=int(configs["segment.ms"]),
-        retention_ms=int(configs["retention.ms"]),
-        retention_bytes=int(configs["retention.bytes"]),
+        retention_ms=int(configs["retention.ms"]) if deletes else -1,
+        retention_bytes=int(configs["retention.bytes"]) if deletes else -1,
         index_interval_bytes=int(configs["index.interval.bytes"]),
         max_message_bytes=int(configs["max.message.bytes"]),
+    )
+
+
+def _compaction_config(configs: dict[str, str]) -> CompactionConfig:
+    return CompactionConfig(
+        min_cleanable_dirty_ratio=float(configs["min.cleanable.dirty.ratio"]),
+        delete_retention_ms=int(configs["delete.retention.ms"]),
+        min_compaction_lag_ms=int(configs["min.compaction.lag.ms"]),
     )
 
 
@@ -110,6 +127,8 @@ class Node:
             flush_messages=max(1, int(configs["flush.messages"])),
             flush_ms=int(configs["flush.ms"]),
             log_append_time=configs["message.timestamp.type"] == "LogAppendTime",
+            compacted="compact" in _policies(configs),
+            compaction=_compaction_config(configs),
         )
         # A restarted single node may expose what is in its log: it was all acknowledged
         # or it would not have been fsynced / written.
@@ -196,6 +215,8 @@ class Node:
             state.flush_messages = max(1, int(effective["flush.messages"]))
             state.flush_ms = int(effective["flush.ms"])
             state.log_append_time = effective["message.timestamp.type"] == "LogAppendTime"
+            state.compacted = "compact" in _policies(effective)
+            state.compaction = _compaction_config(effective)
             state.log.config = _log_config(effective)
 
     # -- producer ids ---------------------------------------------------------------------
@@ -214,6 +235,11 @@ class Node:
 
     def append(self, state: PartitionState, records: bytes | memoryview) -> AppendResult:
         now_ms = int(time.time() * 1000)
+        if state.compacted:
+            for _, batch in decode_batches(records):
+                if any(r.key is None for r in batch):
+                    raise InvalidRecordError(
+                        f"{state.topic.name} is a compacted topic: every record needs a key")
         if state.log_append_time:
             parse_batches(records, verify_crc=True)  # never re-sign a corrupt batch
             stamped = bytearray(records)
@@ -282,6 +308,24 @@ class Node:
                 continue
             if deleted:
                 log.info("retention removed %d bytes from %s-%d", deleted, state.topic.name, state.index)
+
+    async def compact_due(self) -> int:
+        """One compaction pass over every compacted partition that has something to clean.
+
+        The rewriting runs in a worker thread on sealed segments only; produce and fetch go
+        on meanwhile. Returns how many partitions were compacted.
+        """
+        done = 0
+        for state in list(self.partitions.values()):
+            if not state.compacted or self.partitions.get((state.topic.name, state.index)) is not state:
+                continue
+            try:
+                if await compact(state.log, int(time.time() * 1000), state.compaction):
+                    done += 1
+                    log.info("compacted %s-%d", state.topic.name, state.index)
+            except Exception:
+                log.exception("compaction of %s-%d failed", state.topic.name, state.index)
+        return done
 
     def close(self) -> None:
         for state in self.partitions.values():

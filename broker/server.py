@@ -235,6 +235,7 @@ class BrokerServer:
         self._tasks.append(loop.create_task(self._flush_timer()))
         self._tasks.append(loop.create_task(self._retention_timer()))
         self._tasks.append(loop.create_task(self._group_timer()))
+        self._tasks.append(loop.create_task(self._cleaner_timer()))
         log.info("broker %d listening on %s:%d (advertised %s:%d), data in %s",
                  self.config.node_id, self.config.host, self.config.port,
                  self.config.advertised_host, self.config.advertised_port, self.config.data_dir)
@@ -253,6 +254,12 @@ class BrokerServer:
         while True:
             await asyncio.sleep(interval)
             self.node.enforce_retention()
+
+    async def _cleaner_timer(self) -> None:
+        interval = self.config.setting_int("log.cleaner.backoff.ms") / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self.node.compact_due()
 
     async def _group_timer(self) -> None:
         last_offsets_check = time.monotonic()
