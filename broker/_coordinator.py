@@ -221,14 +221,20 @@ class Coordinator:
             for stale in (old.join_waiter, old.sync_waiter):
                 if stale is not None and not stale.done():
                     stale.set_result(_join_error(E.fenced_instance_id, old_id))
-        if group.leader == old_id:
+        was_leader = group.leader == old_id
+        if was_leader:
             group.leader = new_id
         same = old is not None and old.protocols == list(protocols)
-        if group.state is GroupState.STABLE and same and group.leader != new_id:
+        if group.state is GroupState.STABLE and same:
             log.info("group %s: static member %s rejoined as %s without a rebalance",
                      group.group_id, instance_id, new_id)
             await self.store.save_group(group)
-            return self._join_response(group, member)
+            response = self._join_response(group, member)
+            if was_leader:
+                # As Kafka does: answer with the old leader id, so the restarted leader does
+                # not compute an assignment that a stable group would never hand out.
+                response.update(leader=old_id, members=[])
+            return response
         self._prepare_rebalance(group, f"static member {instance_id} rejoined")
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         member.join_waiter = waiter

@@ -359,9 +359,7 @@ def test_first_join_is_fast(broker: BrokerProcess) -> None:
 
 
 @pytest.mark.parametrize("restarted", [
-    pytest.param("leader", marks=pytest.mark.xfail(
-        strict=True, reason="Vigil's coordinator rebalances when the static leader rejoins "
-                            "(_rejoin_static: group.leader != new_id); Kafka does not")),
+    "leader",
     "follower",
 ])
 def test_static_member_restarts_into_its_partitions_without_a_rebalance(
