@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 # (module, description) of every part that adds subcommands.
 _PARTS: tuple[tuple[str, str], ...] = (
+    ("edge.cli", "the device agent"),
     ("broker.cli", "the Kafka-compatible log and its admin tools"),
     ("deploy.up", "the one-box launcher"),
 )
