@@ -41,6 +41,11 @@ _SIZE = struct.Struct(">i")
 _MAX_QUEUED = 64  # requests buffered per connection before we stop reading from it
 _RECV_BUFFER = 256 * 1024
 _BIG_FRAME = 64 * 1024  # frames above this are received into a buffer of their own
+_MAX_PIPELINED_PRODUCE = 16
+
+
+def _is_produce(frame: bytearray) -> bool:
+    return frame[0] == 0 and frame[1] == 0  # API key 0 (int16, big-endian)
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -158,22 +163,37 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     self.wakeup.clear()
                     await self.wakeup.wait()
                     continue
-                frame = self.frames.popleft()
+                batch = [self.frames.popleft()]
+                # Pipelined produce requests (librdkafka keeps up to 5 in flight) are
+                # appended in order in one loop turn and share one group-commit fsync;
+                # their responses still go out one by one, in request order. Any other
+                # request is handled alone, as Kafka does.
+                while _is_produce(batch[0]) and self.frames and _is_produce(self.frames[0]) \
+                        and len(batch) < _MAX_PIPELINED_PRODUCE:
+                    batch.append(self.frames.popleft())
                 if self.reading_paused and len(self.frames) < _MAX_QUEUED // 2 and self.transport:
                     self.transport.resume_reading()
                     self.reading_paused = False
-                response = await self._handle(frame)
-                if response is None or self.closed:
+                if len(batch) == 1:
+                    await self._respond(await self._handle(batch[0]))
                     continue
-                if not self.can_write.is_set():
-                    await self.can_write.wait()
-                assert self.transport is not None
-                self.transport.writelines(response)
+                loop = asyncio.get_running_loop()
+                handling = [loop.create_task(self._handle(frame)) for frame in batch]
+                for task in handling:
+                    await self._respond(await task)
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("connection %s failed", self.peer)
             self.close()
+
+    async def _respond(self, response: Buffers | None) -> None:
+        if response is None or self.closed:
+            return
+        if not self.can_write.is_set():
+            await self.can_write.wait()
+        assert self.transport is not None
+        self.transport.writelines(response)
 
     async def _handle(self, frame: bytearray) -> Buffers | None:
         try:

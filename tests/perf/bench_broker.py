@@ -3,6 +3,10 @@
     python tests/perf/bench_broker.py [--records N] [--quick] [--rounds R]
                                       [--only vigil|tansu] [--no-groups] [--json PATH]
 
+Phases: produce (confluent-kafka, librdkafka batching), fetch (a confluent-kafka assign()
+consumer) and raw-fetch (plain Fetch requests whose batches are counted, not decoded:
+the broker's fetch path without the client's per-record cost).
+
 Starts each broker on a free loopback port (Vigil on its durable file log in a temporary
 directory, Tansu on memory storage), warms it up, then for each record size produces N
 records to a fresh one-partition topic and fetches them back from the beginning, R times
@@ -47,6 +51,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from raw_fetch import fetch_all  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,7 +181,7 @@ def running(broker: Broker) -> Iterator[Broker]:
 @dataclass(frozen=True)
 class Measurement:
     broker: str
-    phase: str  # "produce" or "fetch"
+    phase: str  # "produce", "fetch" (a confluent-kafka consumer) or "raw-fetch"
     record_size: int
     records: int
     seconds: float
@@ -318,6 +325,17 @@ def fetch(broker: Broker, topic: str, records: int, size: int) -> Measurement:
                        m["broker_cpu"], m["client_cpu"])
 
 
+def raw_fetch(broker: Broker, topic: str, records: int, size: int) -> Measurement:
+    """The broker's own fetch path: plain Fetch v4 requests whose record batches are
+    counted, not decoded (see raw_fetch.py): on two cores a confluent-kafka consumer
+    turning every record into a Python object is the bottleneck, not the broker."""
+    host, port = broker.bootstrap.rsplit(":", 1)
+    with measured(broker.pid) as m:
+        result = fetch_all(host, int(port), topic, records)
+    return Measurement(broker.name, "raw-fetch", size, result.records, m["seconds"],
+                       m["broker_cpu"], m["client_cpu"])
+
+
 def bench_broker(broker: Broker, sizes: Sequence[tuple[int, int]],
                  rounds: int) -> tuple[list[Measurement], list[Measurement]]:
     """(the median round of each phase and size, every round). Each round produces to a
@@ -329,16 +347,17 @@ def bench_broker(broker: Broker, sizes: Sequence[tuple[int, int]],
     medians: list[Measurement] = []
     every: list[Measurement] = []
     for size, records in sizes:
-        produced, fetched = [], []
+        produced, fetched, raw = [], [], []
         for _ in range(rounds):
             topic = f"bench-{size}-{uuid.uuid4().hex[:8]}"
             create_topic(broker.bootstrap, topic)
             produced.append(produce(broker, topic, records, size))
             fetched.append(fetch(broker, topic, records, size))
+            raw.append(raw_fetch(broker, topic, records, size))
             delete_topic(broker.bootstrap, topic)  # keep memory and disk use to one round
             log.info("%s %dB: produce %.1f MB/s, fetch %.1f MB/s", broker.name, size,
                      produced[-1].mb_per_s, fetched[-1].mb_per_s)
-        for runs in (produced, fetched):
+        for runs in (produced, fetched, raw):
             every += runs
             medians.append(sorted(runs, key=lambda r: r.mb_per_s)[len(runs) // 2])
     return medians, every
