@@ -53,7 +53,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from raw_fetch import fetch_all  # noqa: E402
+from raw_fetch import fetch_all
 
 ROOT = Path(__file__).resolve().parents[2]
 
