@@ -224,7 +224,9 @@ class Coordinator:
         was_leader = group.leader == old_id
         if was_leader:
             group.leader = new_id
-        same = old is not None and old.protocols == list(protocols)
+        # As Kafka: no rebalance unless the protocol the group would now choose changes
+        # (metadata bytes may differ after a restart, e.g. a client listing what it owns).
+        same = old is not None and group.protocol is not None and group.choose_protocol() == group.protocol
         if group.state is GroupState.STABLE and same:
             log.info("group %s: static member %s rejoined as %s without a rebalance",
                      group.group_id, instance_id, new_id)
