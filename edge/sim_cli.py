@@ -1,0 +1,63 @@
+"""`vigil edge replay` and `vigil edge simulate`: thin layers over edge.sensors.nmea and edge.sim."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+__all__ = ["register", "replay_nmea"]
+
+
+def replay_nmea(lines: list[str], out: TextIO) -> dict[str, int]:
+    """Decode a capture (lines not starting with ``$`` ignored) and write one JSON line per
+    fix; returns the decoder's counters."""
+    from edge.sensors.nmea import decode_capture
+
+    fixes, counters = decode_capture(lines)
+    for fix in fixes:
+        data = fix.to_json()
+        out.write(json.dumps({k: data[k] for k in ("time", "mode", "lat", "lon", "speed", "track")
+                              } | ({"alt": data["alt"]} if data["alt"] is not None else {})) + "\n")
+    return counters
+
+
+def _replay(args: Any) -> int:
+    try:
+        with open(args.nmea, encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        print(f"vigil edge replay: {exc}", file=sys.stderr)
+        return 1
+    counters = replay_nmea(lines, sys.stdout)
+    skipped = {k: v for k, v in counters.items() if v and k not in ("sentences", "ignored")}
+    if skipped:
+        print(f"skipped: {json.dumps(skipped)}", file=sys.stderr)
+    return 0
+
+
+def _simulate(args: Any) -> int:
+    from edge.sim.run import simulate_cli
+
+    return simulate_cli(args)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("replay", help="decode an NMEA capture and print one JSON line per fix")
+    p.add_argument("--nmea", required=True, metavar="FILE",
+                   help="a capture: NMEA sentences one a line; lines not starting with $ are ignored")
+    p.set_defaults(func=_replay)
+
+    s = sub.add_parser("simulate", help="run simulated vehicles and patients through the real drivers")
+    s.add_argument("--vehicles", type=int, default=1, metavar="N")
+    s.add_argument("--patients", type=int, default=0, metavar="M")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--speedup", type=float, default=1.0, metavar="X",
+                   help="simulated seconds per real second (default 1)")
+    s.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="simulated seconds to run (default: until interrupted)")
+    s.add_argument("--traffic", metavar="CSV.GZ",
+                   help="drive the vehicles along tracks of a recorded traffic file (t,vehicle,lat,lon,speed,heading)")
+    s.add_argument("--print", action="store_true", dest="print_readings",
+                   help="print every reading as a JSON line")
+    s.set_defaults(func=_simulate)
