@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from edge.sensors.vitals import (
@@ -12,7 +14,13 @@ from edge.sensors.vitals import (
     encode_vitals,
     parse_vitals_line,
 )
-from tests.edge.conftest import Pty, poll_until
+from tests.edge.serial_pty import Pty, open_pty, poll_until
+
+
+@pytest.fixture
+def pty() -> Iterator[Pty]:
+    with open_pty() as p:
+        yield p
 
 NORMAL = Vitals(heart_rate=72, spo2=97, resp_rate=16, temp_c=36.8, sys_bp=121, dia_bp=79,
                 on_oxygen=False, consciousness="A")
