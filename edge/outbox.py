@@ -238,14 +238,14 @@ class Outbox:
 
     def ack(self, seq: int) -> int:
         """The gateway has every event with seq <= ``seq``: forget them. Out-of-order,
-        repeated and stale acks change nothing; an ack beyond any seq handed out is capped
-        (and logged) so it cannot swallow events not yet stored. Returns events removed."""
+        repeated and stale acks change nothing; an ack beyond any seq handed out is
+        ignored (and logged): it confirms nothing this outbox sent. Returns events removed."""
         with self._lock:
             top = self._meta["next_seq"] - 1
-            if seq > top:
-                log.warning("%s: ack for seq %d, but the highest seq handed out is %d; capped",
+            if seq > top:  # not about anything this outbox sent: it confirms nothing
+                log.warning("%s: ignoring an ack for seq %d: the highest seq handed out is %d",
                             self.device, seq, top)
-                seq = top
+                return 0
             if seq <= self._meta["acked"]:
                 return 0
             with self._tx():

@@ -188,8 +188,7 @@ class Publisher:
         if client is not None:
             if client.socket() is not None:  # close it now, not when the client is collected
                 try:
-                    client.disconnect()
-                    client.loop(timeout=0)
+                    client.disconnect()  # paho sends DISCONNECT and closes the socket
                 except Exception:
                     pass
         if was:
@@ -295,6 +294,5 @@ class Publisher:
                     break
             if client.socket() is not None:
                 client.disconnect()
-                client.loop(timeout=0.05)
         self._client = None
         self._connected = False

@@ -1,48 +1,187 @@
-"""Fixtures for the edge drivers: pseudo-terminals standing in for serial devices."""
+"""Edge fixtures: a real Mosquitto per test on a free loopback port, and a fake gateway."""
 
 from __future__ import annotations
 
-import os
+import shutil
+import signal
+import subprocess
+import threading
 import time
-import tty
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.sensors.base import Reading, Sensor
+from edge import wire
+from tests.conftest import free_port, wait_for_port
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-@dataclass
-class Pty:
-    master: int  # the device's end: what the test writes is what the "device" sends
-    path: str  # the driver's end, e.g. /dev/pts/7
+class Mosquitto:
+    """Debian's mosquitto with a generated config, on 127.0.0.1 only, stopped by PID."""
 
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.conf = workdir / f"mosquitto-{self.port}.conf"
+        self.log_path = workdir / f"mosquitto-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Mosquitto:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"  # a restart loses sessions and queued messages: the hard case
+            "max_queued_messages 100000\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\n")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 @pytest.fixture
-def pty() -> Iterator[Pty]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (.ci/run installs it)")
+    m = Mosquitto(tmp_path / "mqtt").start()
     try:
-        yield Pty(master, os.ttyname(slave))
+        yield m
     finally:
-        os.close(master)
-        os.close(slave)
+        m.stop()
 
 
-def poll_until(sensor: Sensor, done: Callable[[list[Reading]], bool], timeout: float = 5.0,
-               step: Callable[[], None] | None = None) -> list[Reading]:
-    """Poll ``sensor`` until ``done(readings)`` or the timeout; returns all readings."""
-    readings: list[Reading] = []
+@dataclass
+class Received:
+    seq: int
+    data: dict[str, object]
+    at: float
+    acked_before: int  # the highest seq the gateway had acked when this copy arrived
+
+
+@dataclass
+class FakeGateway:
+    """Subscribes to vigil/+/events and acks every batch with its last seq (wire.encode_ack),
+    as the real gateway will once the log committed it. ``acking`` may be switched off."""
+
+    port: int
+    acking: bool = True
+    received: dict[str, list[Received]] = field(default_factory=dict)
+    acked: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, wire.Status] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    client: mqtt.Client | None = None
+
+    def start(self) -> FakeGateway:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fake-gateway-{self.port}", clean_session=False)
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([("vigil/+/events", 1), ("vigil/+/status", 1)])
+        c.on_message = self._on_message
+        c.reconnect_delay_set(0.1, 0.5)
+        c.connect_async("127.0.0.1", self.port, keepalive=10)
+        c.loop_start()
+        self.client = c
+        return self
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        device, channel = wire.parse_topic(msg.topic)
+        if channel == "status":
+            with self.lock:
+                self.statuses[device] = wire.decode_status(msg.payload)
+            return
+        batch = wire.decode_events(msg.payload)
+        assert not batch.invalid, batch.invalid
+        with self.lock:
+            got = self.received.setdefault(device, [])
+            acked = self.acked.get(device, 0)
+            now = time.monotonic()
+            got += [Received(e.seq, e.data, now, acked) for e in batch.events]
+            if self.acking and batch.events:
+                last = batch.events[-1].seq
+                self.acked[device] = max(acked, last)
+                client.publish(wire.ack_topic(device), wire.encode_ack(last), qos=1)
+
+    def seqs(self, device: str) -> list[int]:
+        with self.lock:
+            return [r.seq for r in self.received.get(device, [])]
+
+    def copies(self, device: str) -> list[Received]:
+        with self.lock:
+            return list(self.received.get(device, []))
+
+
+@pytest.fixture
+def gateway(mosquitto: Mosquitto) -> Iterator[FakeGateway]:
+    g = FakeGateway(mosquitto.port).start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if step is not None:
-            step()
-        readings += sensor.poll()
-        if done(readings):
-            break
-        time.sleep(0.01)
-    return readings
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def device_toml(tmp: Path, device: str, port: int, *, rate: float = 200, max_bytes: int = 64 * 1024 * 1024,
+                status_interval_s: float = 60, extra_sensors: str = "", ack_timeout_s: float = 5,
+                batch_max_events: int = 200) -> Path:
+    path = tmp / f"{device}.toml"
+    path.write_text(f"""
+[device]
+id = "{device}"
+kind = "vehicle"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+keepalive = 10
+reconnect_min_s = 0.1
+reconnect_max_s = 0.5
+ack_timeout_s = {ack_timeout_s}
+status_interval_s = {status_interval_s}
+connect_timeout_s = 2
+
+[outbox]
+path = "{device}.outbox.sqlite"
+max_bytes = {max_bytes}
+batch_max_events = {batch_max_events}
+
+[agent]
+poll_interval_s = 0.02
+sensor_modules = ["tests.edge.counter_sensor"]
+
+[[sensors]]
+name = "counter"
+type = "counter"
+rate = {rate}
+period_s = 0
+deadband = 0
+{extra_sensors}
+""")
+    return path
