@@ -139,9 +139,17 @@ def flash(
 
         if mtools.exists(f"::/{firstboot.BOOT_DIR}"):
             mtools.run("mdeltree", f"::/{firstboot.BOOT_DIR}")
-        mtools.put(staged, "::/")
-        for f in sorted(seed.iterdir()):
-            mtools.put(f, f"::/{f.name}")
+        try:
+            mtools.put(staged, "::/")
+            # user-data last: it is what makes the device act at first boot
+            for name in ("user-data.orig", "meta-data", "network-config", "user-data"):
+                if (seed / name).exists():
+                    mtools.put(seed / name, f"::/{name}")
+        except FlashError:
+            # leave no half bundle, and above all no secrets, on the partition
+            if mtools.exists(f"::/{firstboot.BOOT_DIR}"):
+                mtools.run("mdeltree", f"::/{firstboot.BOOT_DIR}")
+            raise
         files = sorted(
             "::/" + str(p.relative_to(Path(tmp))) for p in staged.rglob("*") if p.is_file())
         files += sorted(f"::/{f.name}" for f in seed.iterdir())
