@@ -19,6 +19,9 @@ SELECT_PINS = {0: 8, 1: 7}
 
 
 class SimulatedMCP3008(MockSPIDevice):  # type: ignore[misc]
+    rx_buf: list[int]
+    tx_buf: list[int]
+
     def __init__(self, pin_factory: Any, device: int = 0, vref: float = 3.3) -> None:
         super().__init__(11, 10, 9, SELECT_PINS[device], pin_factory=pin_factory)
         self.vref = vref
