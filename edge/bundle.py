@@ -6,7 +6,7 @@ A bundle is a folder (or a .tar.gz of one folder, ``vigil-bundle/``)::
     SHA256SUMS        the same sums, for ``sha256sum --check`` on the device
     install.sh        run as root on the device; the cloud-init user-data runs the same
     vigil-edge.service  the hardened systemd unit
-    wheels/           vigil and its edge dependencies, pure-Python wheels only
+    wheels/           vigil, its edge dependencies and pip: pure-Python wheels only
     etc/              device.toml and the files it names; these go to /etc/vigil
 
 It installs with ``pip install --no-index --find-links wheels/ 'vigil[edge]'``.
@@ -263,11 +263,12 @@ def assemble_bundle(
         _copy_private(source, etc / rel)
     wheel_files = sorted(wheels.glob("*.whl"))
     sums = {f"wheels/{p.name}": sha256_file(p) for p in wheel_files}
-    vigil = [p for p in sums if wheel_name_version(p.rsplit("/", 1)[1])[0] == "vigil"]
-    if not vigil:
-        raise BundleError(f"no vigil wheel in {wheels}")
+    by_name = {wheel_name_version(p.name)[0]: p.name for p in wheel_files}
+    for needed in ("vigil", "pip"):
+        if needed not in by_name:
+            raise BundleError(f"no {needed} wheel in {wheels}")
     layout = firstboot.DeviceLayout(
-        vigil_version=wheel_name_version(vigil[0].rsplit("/", 1)[1])[1],
+        vigil_version=wheel_name_version(by_name["vigil"])[1], pip_wheel=by_name["pip"],
         etc_files=tuple(etc_files), device=config.device, writable_dirs=config.writable_dirs)
     texts = {
         INSTALL: firstboot.render_install_script(layout),
@@ -354,7 +355,8 @@ def fetch_wheels(
         raise BundleError("building the vigil wheel needs the Vigil source tree: pass --source DIR")
     dest.mkdir(parents=True, exist_ok=True)
     build_vigil_wheel(source, dest)
-    download_wheels(dest, edge_requirements(source), python_version=python_version,
+    # pip too: the device bootstraps its venv with it (see edge.firstboot)
+    download_wheels(dest, [*edge_requirements(source), "pip"], python_version=python_version,
                     find_links=find_links, no_index=no_index)
 
 

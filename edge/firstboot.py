@@ -12,7 +12,8 @@ On the device (paths are fixed, see the constants below):
   password file, certificates), each 0600; they are moved there from the bundle's
   ``etc/`` and then shredded off the boot partition, which is FAT and has no
   permissions: anyone who can read the SD card or mount it could read them there;
-- ``/opt/vigil`` is a venv with the bundled wheels installed offline;
+- ``/opt/vigil`` is a venv with the bundled wheels installed offline (by the bundled
+  pip, so Debian's python3-venv is not needed);
 - ``/var/lib/vigil`` is the agent's state directory (outbox, seq), the only place
   it may write besides the directories named by the config's ``[outbox]``;
 - ``vigil-edge.service`` runs ``vigil edge run --config /etc/vigil/device.toml``.
@@ -62,6 +63,7 @@ class DeviceLayout:
     """What the install needs to know about one bundle."""
 
     vigil_version: str
+    pip_wheel: str  # file name of the bundled pip wheel, which bootstraps the venv
     etc_files: tuple[str, ...]  # paths under the bundle's etc/ (and /etc/vigil), "/"-separated
     device: str | None = None
     writable_dirs: tuple[str, ...] = ()  # absolute directories besides STATE_DIR
@@ -98,10 +100,12 @@ def install_commands(layout: DeviceLayout, bundle: str = '"$B"') -> list[str]:
         f'rm -rf {bundle}/etc',
         "sync",
         f"(cd {bundle} && sha256sum --check --quiet --strict SHA256SUMS)",
-        f"[ -x {VENV}/bin/python ] || python3 -m venv {VENV}",
-        f"{VENV}/bin/python -m pip install --no-index --find-links {bundle}/wheels "
-        f"--no-cache-dir --disable-pip-version-check --upgrade "
-        f"{q(f'vigil[edge]=={layout.vigil_version}')}",
+        # --without-pip, and pip run from its bundled wheel: works without Debian's
+        # python3-venv (ensurepip), and installs that pip into the venv
+        f"[ -x {VENV}/bin/python ] || python3 -m venv --without-pip {VENV}",
+        f"{VENV}/bin/python {bundle}/wheels/{q(layout.pip_wheel)}/pip install --no-index "
+        f"--find-links {bundle}/wheels --no-cache-dir --disable-pip-version-check --upgrade "
+        f"pip {q(f'vigil[edge]=={layout.vigil_version}')}",
         f"install -m 0644 {bundle}/{UNIT_NAME} /etc/systemd/system/{UNIT_NAME}",
         "systemctl daemon-reload",
         f"systemctl enable {UNIT_NAME}",

@@ -177,3 +177,21 @@ def test_the_bundle_installs_offline_in_a_fresh_venv(built: Path, tmp_path: Path
         assert action in run.stdout
     subprocess.run([venv / "bin" / "python", "-c", "import paho.mqtt.client, serial, gpiozero, edge.wire"],
                    check=True, env=env, cwd=tmp_path)
+
+
+def test_the_bundle_bootstraps_a_venv_without_ensurepip_as_a_device_does(
+    built: Path, tmp_path: Path,
+) -> None:
+    """install.sh's way: a venv without pip, then pip run from its bundled wheel."""
+    lines = (built / "install.sh").read_text().splitlines()
+    (pip_line,) = [line for line in lines if "/pip install " in line]
+    venv = tmp_path / "opt-vigil"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "B": str(built)}
+    subprocess.run(["sh", "-euc", pip_line.replace("/opt/vigil", str(venv))], check=True, env=env,
+                   capture_output=True)
+    run = subprocess.run([venv / "bin" / "vigil", "edge", "flash", "--help"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, check=True)
+    assert "--image" in run.stdout
+    assert (venv / "bin" / "pip").exists()  # pip came along for later use

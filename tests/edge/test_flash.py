@@ -76,6 +76,7 @@ def bundle(tmp_path: Path, device_dir: Path) -> Path:
     (b / "wheels").mkdir(parents=True)
     (b / "wheels" / "vigil-0.1.0-py3-none-any.whl").write_bytes(b"vigil wheel stand-in " * 100)
     (b / "wheels" / "paho_mqtt-2.2.0-py3-none-any.whl").write_bytes(b"paho stand-in")
+    (b / "wheels" / "pip-26.0-py3-none-any.whl").write_bytes(b"pip stand-in")
     assemble_bundle(b, load_device_config(device_dir / "device.toml"))
     return b
 
@@ -168,9 +169,10 @@ def test_user_data_moves_the_secrets_to_etc_vigil_and_removes_them_from_fat(
     assert cmds.index('rm -rf "$B"/etc') < pip_at
 
     pip = cmds[pip_at]
-    assert "/opt/vigil/bin/python -m pip install --no-index --find-links \"$B\"/wheels" in pip
-    assert "'vigil[edge]==0.1.0'" in pip
-    assert "python3 -m venv /opt/vigil" in script
+    assert pip.startswith('/opt/vigil/bin/python "$B"/wheels/pip-26.0-py3-none-any.whl/pip install '
+                          '--no-index --find-links "$B"/wheels')
+    assert pip.endswith("pip 'vigil[edge]==0.1.0'")
+    assert "python3 -m venv --without-pip /opt/vigil" in script
     assert "sha256sum --check" in script
     assert "systemctl enable vigil-edge.service" in script
     assert script.index("systemctl enable") > pip_at
@@ -321,6 +323,7 @@ def test_a_full_boot_partition(tmp_path: Path, device_dir: Path, capsys: pytest.
     (b / "wheels").mkdir(parents=True)
     with open(b / "wheels" / "vigil-0.1.0-py3-none-any.whl", "wb") as f:
         f.write(bytes(40 * MiB))  # more than the 34 MiB partition holds
+    (b / "wheels" / "pip-26.0-py3-none-any.whl").write_bytes(b"pip stand-in")
     assemble_bundle(b, load_device_config(device_dir / "device.toml"))
     img = tmp_path / "small.img"
     off = make_image(img, size_mib=64, boot_mib=34)
