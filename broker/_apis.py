@@ -19,7 +19,7 @@ from broker._batch import (
     InvalidRecordError,
     StorageError,
 )
-from broker._codec import Request
+from broker._codec import UNKNOWN_OPS, Request, millis
 from broker._config import TOPIC_CONFIGS, ConfigError, validate_topic_configs
 from broker._group_apis import GROUP_VERSIONS
 from broker._node import Node, PartitionState
@@ -36,7 +36,6 @@ __all__ = ["HANDLERS", "SUPPORTED", "api_versions_body"]
 log = logging.getLogger("vigil.broker")
 
 Handler = Callable[[Node, Request], Awaitable[dict[str, Any] | None]]
-UNKNOWN_OPS = -(2**31)  # "authorized operations not requested"
 
 _STORAGE_ERRORS: list[tuple[type[Exception], E]] = [
     (CorruptRecordError, E.corrupt_message),
@@ -55,11 +54,6 @@ def _storage_error_code(exc: Exception) -> E:
     return E.kafka_storage_error if isinstance(exc, StorageError | OSError) else E.unknown_server_error
 
 
-def _ms(value: Any) -> int:
-    """A kio timedelta (or int) in milliseconds."""
-    if hasattr(value, "total_seconds"):
-        return round(float(value.total_seconds()) * 1000)
-    return int(value)
 
 
 # --- ApiVersions -------------------------------------------------------------------------
@@ -259,7 +253,7 @@ def _fetch_partition(node: Node, meta: TopicMeta | None, missing: E, p: Any, bud
 async def _fetch(node: Node, req: Request) -> dict[str, Any]:
     body = req.body
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + _ms(body.max_wait) / 1000
+    deadline = loop.time() + millis(body.max_wait) / 1000
     min_bytes = max(0, int(body.min_bytes))
     session_id = int(getattr(body, "session_id", 0) or 0)
     if session_id != 0:

@@ -44,6 +44,7 @@ from kio.serial.readers import (
 
 __all__ = [
     "API_VERSIONS_KEY",
+    "UNKNOWN_OPS",
     "Buffers",
     "ProtocolError",
     "Request",
@@ -51,10 +52,19 @@ __all__ = [
     "decode_request",
     "encode_response",
     "frame_size",
+    "millis",
 ]
 
 API_VERSIONS_KEY = 18
 PRODUCE_KEY = 0
+UNKNOWN_OPS = -(2**31)  # "authorized operations were not requested"
+
+
+def millis(value: Any) -> int:
+    """A kio duration field (a timedelta) as whole milliseconds."""
+    if hasattr(value, "total_seconds"):
+        return round(float(value.total_seconds()) * 1000)
+    return int(value)
 
 Buffers = list[bytes | memoryview]
 

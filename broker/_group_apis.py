@@ -11,14 +11,13 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode as E
 
-from broker._codec import Request
+from broker._codec import UNKNOWN_OPS, Request, millis
 from broker._coordinator import Coordinator, GroupState, OffsetEntry
 from broker._group_store import describe_members
 from broker._node import Node
 
 __all__ = ["GROUP_HANDLERS", "GROUP_VERSIONS", "GroupContext"]
 
-UNKNOWN_OPS = -(2**31)
 
 
 class GroupContext:
@@ -29,10 +28,6 @@ class GroupContext:
         self.coordinator = coordinator
 
 
-def _ms(value: Any) -> int:
-    if hasattr(value, "total_seconds"):
-        return round(float(value.total_seconds()) * 1000)
-    return int(value)
 
 
 async def _find_coordinator(ctx: GroupContext, req: Request) -> dict[str, Any]:
@@ -48,8 +43,8 @@ async def _find_coordinator(ctx: GroupContext, req: Request) -> dict[str, Any]:
 
 async def _join_group(ctx: GroupContext, req: Request) -> dict[str, Any]:
     body = req.body
-    session = _ms(body.session_timeout)
-    rebalance = _ms(getattr(body, "rebalance_timeout", session))
+    session = millis(body.session_timeout)
+    rebalance = millis(getattr(body, "rebalance_timeout", session))
     result = await ctx.coordinator.join(
         group_id=body.group_id, member_id=body.member_id,
         group_instance_id=getattr(body, "group_instance_id", None),
