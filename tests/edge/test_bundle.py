@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -195,3 +196,100 @@ def test_the_bundle_bootstraps_a_venv_without_ensurepip_as_a_device_does(
                          text=True, env=env, cwd=tmp_path, check=True)
     assert "--image" in run.stdout
     assert (venv / "bin" / "pip").exists()  # pip came along for later use
+
+
+# --- first boot, played in a mount namespace ---------------------------------------------
+
+CHECK = """
+import grp, json, os, pwd, stat, subprocess
+def info(p):
+    st = os.stat(p)
+    return [oct(stat.S_IMODE(st.st_mode)), pwd.getpwuid(st.st_uid).pw_name]
+etc = {}
+for root, _, files in os.walk("/etc/vigil"):
+    for f in files:
+        etc[os.path.relpath(os.path.join(root, f), "/etc/vigil")] = info(os.path.join(root, f))
+fat = []
+for root, _, files in os.walk("/boot/firmware/vigil"):
+    fat += [os.path.relpath(os.path.join(root, f), "/boot/firmware/vigil") for f in files]
+print(json.dumps({
+    "etc": etc, "etc_dir": info("/etc/vigil"), "fat": sorted(fat),
+    "groups": sorted(g.gr_name for g in grp.getgrall() if "vigil" in g.gr_mem),
+    "shell": pwd.getpwnam("vigil").pw_shell,
+    "unit": open("/etc/systemd/system/vigil-edge.service").read(),
+    "password": open("/etc/vigil/secret/mqtt").read(),
+    "agent": subprocess.run(["/opt/vigil/bin/vigil", "edge", "flash", "--help"],
+                            capture_output=True).returncode,
+}))
+"""
+
+NAMESPACE = """
+set -e
+for d in etc var; do mkdir -p "$T/$d-up" "$T/$d-work"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$T/$d-up,workdir=$T/$d-work" "/$d"; done
+mount -t tmpfs tmpfs /opt
+mount -t tmpfs tmpfs /boot
+mkdir /boot/firmware
+cp -R "$T/fat/vigil" /boot/firmware/vigil
+PATH="$T/stub:$PATH" sh "$T/runcmd.sh" > "$T/runcmd.log" 2>&1
+python3 "$T/check.py" > "$T/result.json"
+"""
+
+
+def _can_play_first_boot() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("useradd"):
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c", "mount -t tmpfs tmpfs /opt"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which("mcopy") or not _can_play_first_boot(),
+                    reason="needs root, unshare, overlayfs and mtools")
+def test_first_boot_installs_the_agent_and_leaves_no_secret_on_the_boot_partition(
+    built: Path, tmp_path: Path,
+) -> None:
+    """The flashed user-data's runcmd, run as cloud-init would, as root, in a mount namespace:
+    /etc and /var are overlays, /opt and /boot tmpfs, systemctl a stub; the boot partition
+    is a copy of what flash wrote into the image."""
+    from tests.edge.diskimages import make_image, mtype
+
+    image = tmp_path / "raspios.img"
+    off = make_image(image)
+    assert main(["edge", "flash", "--image", str(image), "--config",
+                 str(built.parent / "bed-12" / "device.toml"), "--bundle", str(built)]) == 0
+    (tmp_path / "fat").mkdir()
+    subprocess.run(["mcopy", "-s", "-i", f"{image}@@{off}", "::/vigil", str(tmp_path / "fat")],
+                   check=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    user_data = mtype(image, off, "::/user-data")
+    body = "\n".join(line for line in user_data.splitlines() if not line.startswith("#"))
+    (tmp_path / "runcmd.sh").write_text("\n".join(json.loads(body)["runcmd"]) + "\n")
+    (tmp_path / "check.py").write_text(CHECK)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/systemctl.log\n')
+    (stub / "systemctl").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {"T": str(tmp_path), "PIP_CONFIG_FILE": os.devnull}
+    played = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c", NAMESPACE], env=env,
+                            capture_output=True, text=True, check=False)
+    log = (tmp_path / "runcmd.log").read_text() if (tmp_path / "runcmd.log").exists() else ""
+    assert played.returncode == 0, played.stderr + log
+    result = json.loads((tmp_path / "result.json").read_text())
+
+    # config and secrets: in /etc/vigil, 0600, the vigil user's; gone from the boot partition
+    assert result["etc"] == {
+        name: ["0o600", "vigil"]
+        for name in ("device.toml", "secret/mqtt", "ca.pem", "bed-12.key", "bed-12.pem")}
+    assert result["etc_dir"] == ["0o700", "vigil"]
+    assert result["password"] == "hunter2\n"
+    assert not [f for f in result["fat"] if f.startswith("etc")]
+    assert "manifest.json" in result["fat"]  # the rest of the bundle stays
+    assert "hunter2" not in log  # nor in cloud-init's output log
+    # the user, the agent, the unit
+    assert result["groups"] == ["dialout", "gpio"]
+    assert result["shell"] == "/usr/sbin/nologin"
+    assert result["agent"] == 0
+    assert "User=vigil" in result["unit"]
+    assert (tmp_path / "systemctl.log").read_text().splitlines() == [
+        "daemon-reload", "enable vigil-edge.service", "restart --no-block vigil-edge.service"]
