@@ -231,6 +231,12 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+RemoveIPC=yes
+PrivateMounts=yes
+# /proc: other processes hidden; not ProcSubset=pid, gpiozero reads /proc/device-tree.
+ProtectProc=invisible
 
 [Install]
 WantedBy=multi-user.target

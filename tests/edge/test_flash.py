@@ -201,9 +201,28 @@ def test_the_systemd_unit_is_hardened(image: tuple[Path, int], device_dir: Path,
         "RestartMaxDelaySec=60s",
         "StartLimitIntervalSec=0",
         "CapabilityBoundingSet=",
+        "SystemCallFilter=@system-service",
         "WantedBy=multi-user.target",
     ):
         assert line in unit
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_systemd_accepts_the_unit_and_rates_it_well_sandboxed(bundle: Path, tmp_path: Path) -> None:
+    unit = tmp_path / "vigil-edge.service"
+    shutil.copyfile(bundle / "vigil-edge.service", unit)
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                            check=False)
+    complaints = [line for line in verify.stderr.splitlines() if line.strip() and not (
+        "/opt/vigil/bin/vigil is not executable" in line  # not installed here
+        or re.search(r"Unknown key '(RestartSteps|RestartMaxDelaySec)'", line))]  # systemd < 254
+    assert complaints == []
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                              capture_output=True, text=True, check=False)
+    level = re.search(r"Overall exposure level for vigil-edge.service: ([0-9.]+)", security.stdout)
+    if level is None:
+        pytest.skip("this systemd-analyze cannot rate a unit file offline")
+    assert float(level.group(1)) <= 2.5  # systemd's scale: 0 safest, 10 unprotected
 
 
 def test_an_outbox_outside_the_state_folder_is_made_writable(
