@@ -58,8 +58,11 @@ def _register() -> None:
         from edge.registry import register_sensor_type
     except ModuleNotFoundError:  # the agent's registry is not part of this install
         return
+    def adapt(factory: DriverFactory) -> Callable[[Any], Sensor]:
+        return lambda cfg: factory(cfg.name, dict(cfg.options))
+
     for type_, factory in DRIVER_FACTORIES.items():
-        register_sensor_type(type_, lambda cfg, f=factory: f(cfg.name, dict(cfg.options)))
+        register_sensor_type(type_, adapt(factory))
 
 
 _register()

@@ -116,6 +116,10 @@ class _EdgeInput:
             raise SensorError(f"{self.name}: not open")
         with self._lock:
             edges, self._edges = self._edges, []
+        if not self._started:  # at start, the level as it is now; what came before is history
+            self._started = True
+            self.debouncer = Debouncer(self.bounce_time, bool(self._device.is_active))
+            return True, []
         out = []
         for now, wall, level in edges:
             change = self.debouncer.settle(now, wall)
@@ -125,8 +129,7 @@ class _EdgeInput:
         change = self.debouncer.settle(self._clock(), self._wall(), bool(self._device.is_active))
         if change is not None:
             out.append(change)
-        first, self._started = not self._started, True
-        return first, out
+        return False, out
 
     @property
     def active(self) -> bool:
@@ -192,7 +195,7 @@ class DigitalInputSensor:
 
     def poll(self) -> list[Reading]:
         first, changes = self._input.changes()
-        out = [self._reading(self._input.active if not changes else not changes[0][0], self._wall())] if first else []
+        out = [self._reading(self._input.active, self._wall())] if first else []
         self._changes += len(changes)
         return out + [self._reading(active, wall) for active, wall in changes]
 

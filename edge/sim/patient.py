@@ -1,0 +1,129 @@
+"""Simulated patients: vital signs that drift, and sometimes deteriorate.
+
+A ``PatientModel`` holds a patient's true physiology and advances it with ``step(dt)``;
+``observe()`` gives what the bedside monitor measures (``edge.sensors.vitals.Vitals``,
+rounded as a monitor would). Seeded: the same seed gives the same patient.
+
+Profiles:
+
+* ``stable``: every sign wanders around the patient's own baseline (an
+  Ornstein-Uhlenbeck walk: noisy, but pulled back).
+* ``deteriorating``: after an onset of 2-8 minutes, over 15-30 minutes, the picture of
+  sepsis that NEWS2 is built to catch: respiratory rate 16 -> 29, heart rate -> 128,
+  SpO2 97 -> 88 %, temperature -> 39.2 °C, systolic pressure -> 88 mmHg, and new
+  confusion (ACVPU ``C``) near the end. When SpO2 drops below 92 % the nurse puts the
+  patient on oxygen, which buys back 3 points of SpO2.
+
+Either profile may lose its finger probe now and then (10-90 s of ``probe=off``), and
+the patient may press the nurse-call button (more often when unwell).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from edge.sensors.vitals import Vitals
+
+__all__ = ["PatientModel"]
+
+
+@dataclass(slots=True)
+class _Sign:
+    value: float
+    baseline: float
+    worst: float  # where deterioration takes it
+    noise: float  # standard deviation of the walk, per sqrt(second)
+    pull: float = 0.02  # how fast it returns to its mean, per second
+
+    def step(self, rng: random.Random, dt: float, progress: float) -> None:
+        mean = self.baseline + (self.worst - self.baseline) * progress
+        self.value += (mean - self.value) * min(1.0, self.pull * dt) + rng.gauss(0.0, self.noise * dt ** 0.5)
+
+
+@dataclass
+class PatientModel:
+    rng: random.Random
+    profile: str  # "stable" or "deteriorating"
+    signs: dict[str, _Sign]
+    onset: float = 0.0
+    duration: float = 1.0
+    t: float = 0.0
+    on_oxygen: bool = False
+    probe_off_until: float = -1.0
+    call_until: float = -1.0
+    log: list[tuple[float, str]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, index: int, seed: int, profile: str | None = None) -> PatientModel:
+        rng = random.Random(f"patient:{seed}:{index}")
+        if profile is None:
+            profile = "deteriorating" if index % 3 == 1 else "stable"
+        hr, rr = rng.uniform(64, 86), rng.uniform(13, 17)
+        spo2, temp = rng.uniform(95.5, 98.5), rng.uniform(36.5, 37.2)
+        sys = rng.uniform(112, 138)
+        signs = {
+            "hr": _Sign(hr, hr, 128.0, 0.6),
+            "rr": _Sign(rr, rr, 29.0, 0.15),
+            "spo2": _Sign(spo2, spo2, 88.0, 0.2),
+            "temp": _Sign(temp, temp, 39.2, 0.01, pull=0.005),
+            "sys": _Sign(sys, sys, 88.0, 0.8),
+            "dia": _Sign(sys * 0.62, sys * 0.62, 50.0, 0.5),
+        }
+        return cls(rng, profile, signs, onset=rng.uniform(120, 480), duration=rng.uniform(900, 1800))
+
+    @property
+    def progress(self) -> float:
+        if self.profile != "deteriorating":
+            return 0.0
+        return max(0.0, min(1.0, (self.t - self.onset) / self.duration))
+
+    def _event(self, what: str) -> None:
+        self.log.append((round(self.t, 1), what))
+
+    def step(self, dt: float) -> None:
+        while dt > 1e-9:
+            h = min(dt, 1.0)
+            self._substep(h)
+            dt -= h
+
+    def _substep(self, h: float) -> None:
+        self.t += h
+        rng, p = self.rng, self.progress
+        for sign in self.signs.values():
+            sign.step(rng, h, p)
+        if not self.on_oxygen and self.signs["spo2"].value < 91.5:
+            self.on_oxygen = True
+            self.signs["spo2"].baseline += 3.0
+            self.signs["spo2"].worst += 3.0
+            self._event("put on oxygen")
+        if self.t >= self.probe_off_until and rng.random() < h / 900:
+            self.probe_off_until = self.t + rng.uniform(10, 90)
+            self._event("probe off")
+        if self.t >= self.call_until and rng.random() < h * (1 / 2400 + p / 600):
+            self.call_until = self.t + rng.uniform(0.5, 2.0)
+            self._event("nurse call")
+
+    @property
+    def probe_off(self) -> bool:
+        return self.t < self.probe_off_until
+
+    @property
+    def calling(self) -> bool:
+        return self.t < self.call_until
+
+    def observe(self) -> Vitals:
+        s = {k: v.value for k, v in self.signs.items()}
+        confused = self.progress > 0.8
+        off = self.probe_off
+        return Vitals(
+            heart_rate=None if off else max(0, min(300, round(s["hr"]))),
+            spo2=None if off else max(0, min(100, round(s["spo2"]))),
+            resp_rate=max(0, min(99, round(s["rr"]))),
+            temp_c=round(max(25.0, min(45.0, s["temp"])), 1),
+            sys_bp=max(0, min(300, round(s["sys"]))),
+            dia_bp=max(0, min(300, round(s["dia"]))),
+            on_oxygen=self.on_oxygen,
+            consciousness="C" if confused else "A",
+            probe_off=off,
+        )
