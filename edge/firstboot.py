@@ -159,9 +159,11 @@ def render_user_data(layout: DeviceLayout) -> str:
         + json.dumps(config, indent=2) + "\n")
 
 
-def render_meta_data(layout: DeviceLayout, user_data: str) -> str:
-    """NoCloud meta-data; a new instance-id for new user-data makes cloud-init run it."""
-    digest = hashlib.sha256(user_data.encode()).hexdigest()[:12]
+def render_meta_data(layout: DeviceLayout, *flashed: str) -> str:
+    """NoCloud meta-data. The instance-id is a digest of what was flashed (pass the
+    user-data and a nonce: every flash is a new instance), so that a card that booted
+    before runs the new user-data instead of leaving the new secrets on FAT."""
+    digest = hashlib.sha256("\0".join(flashed).encode()).hexdigest()[:12]
     name = layout.device or "device"
     return f"instance-id: vigil-{name}-{digest}\n"
 

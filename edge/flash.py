@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,8 @@ def flash(
         seed = Path(tmp) / "seed"
         seed.mkdir()
         (seed / "user-data").write_text(user_data, encoding="utf-8")
-        (seed / "meta-data").write_text(firstboot.render_meta_data(layout, user_data), encoding="utf-8")
+        meta_data = firstboot.render_meta_data(layout, user_data, secrets.token_hex(16))
+        (seed / "meta-data").write_text(meta_data, encoding="utf-8")
 
         kept = False
         if mtools.exists("::/user-data"):

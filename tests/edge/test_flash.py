@@ -254,6 +254,17 @@ def test_reflashing_replaces_the_bundle_and_leaves_no_stale_secret(
     assert "::/user-data.orig" not in mdir(img, off)  # our own user-data is not kept
 
 
+def test_every_flash_is_a_new_cloud_init_instance(
+    image: tuple[Path, int], device_dir: Path, bundle: Path,
+) -> None:
+    """A card that booted before must run the new user-data (and take the new secrets off FAT)."""
+    img, off = image
+    flash_ok(img, device_dir / "device.toml", bundle)
+    first = mtype(img, off, "::/meta-data")
+    flash_ok(img, device_dir / "device.toml", bundle)
+    assert mtype(img, off, "::/meta-data") != first
+
+
 def test_the_images_own_user_data_and_network_config_are_kept(
     image: tuple[Path, int], device_dir: Path, bundle: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
