@@ -388,6 +388,7 @@ def build_bundle(
 def write_tarball(bundle: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when it was there before, readable
     with open(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
         tar.add(bundle, arcname=TAR_ROOT)
 

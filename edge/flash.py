@@ -72,7 +72,7 @@ class Mtools:
     """mtools on one FAT file system inside an image file, at a byte offset."""
 
     def __init__(self, image: Path, offset: int) -> None:
-        missing = [t for t in ("mcopy", "mdir", "mtype", "mmd", "mdeltree") if not shutil.which(t)]
+        missing = [t for t in ("mcopy", "mdir", "mtype", "mdeltree") if not shutil.which(t)]
         if missing:
             raise FlashError(f"{', '.join(missing)} not found: install mtools (apt-get install mtools)")
         self.target = f"{image}@@{offset}"
@@ -90,8 +90,12 @@ class Mtools:
                                 text=True, env=self.env, stdin=subprocess.DEVNULL, check=False)
         return result.returncode == 0
 
-    def read(self, path: str) -> str:
-        return self.run("mtype", path)
+    def read(self, path: str) -> bytes:
+        result = subprocess.run(["mtype", "-i", self.target, path], capture_output=True,
+                                env=self.env, stdin=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            raise FlashError(f"mtype {path} failed: {result.stderr.decode(errors='replace').strip()}")
+        return result.stdout
 
     def put(self, source: Path, dest: str) -> None:
         """Copy a file, or a folder recursively, to ``dest`` (overwriting)."""
@@ -131,8 +135,8 @@ def flash(
         kept = False
         if mtools.exists("::/user-data"):
             previous = mtools.read("::/user-data")
-            if USER_DATA_MARK not in previous:
-                (seed / "user-data.orig").write_text(previous, encoding="utf-8")
+            if USER_DATA_MARK.encode() not in previous:
+                (seed / "user-data.orig").write_bytes(previous)
                 kept = True
         if network_config is not None:
             shutil.copyfile(network_config, seed / "network-config")
