@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -123,26 +124,35 @@ class Publisher:
     # -- the network thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._turn()
+            except Exception:  # a bug here must not take the device offline for good
+                log.exception("%s: MQTT loop failed; reconnecting", self.device)
+                self._lost("internal error")
         try:
-            while not self._stopping.is_set():
-                if self._client is None:
-                    delay = self._next_attempt - self._clock()
-                    if delay > 0:
-                        self._stopping.wait(min(delay, 0.5))
-                        continue
-                    self._connect()
-                    continue
-                if self._connected:
-                    self._fill_window()
-                    self._maybe_status()
-                    self._check_ack_timeout()
-                rc = self._client.loop(timeout=0.05 if self._connected else 0.2)
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and self._client is not None:
-                    self._lost(f"network loop: {mqtt.error_string(rc)}")
             self._shutdown()
-        except Exception:  # a bug here must not take the agent silently offline
-            log.exception("%s: MQTT thread failed", self.device)
-            raise
+        except Exception:
+            log.exception("%s: MQTT shutdown failed", self.device)
+
+    def _turn(self) -> None:
+        if self._client is None:
+            delay = self._next_attempt - self._clock()
+            if delay > 0:
+                self._stopping.wait(min(delay, 0.5))
+            else:
+                self._connect()
+            return
+        if self._connected:
+            self._fill_window()
+            self._maybe_status()
+            self._check_ack_timeout()
+        client = self._client
+        if client is None:  # the connection was lost while sending
+            return
+        rc = client.loop(timeout=0.05 if self._connected else 0.2)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and client is self._client:
+            self._lost(f"network loop: {mqtt.error_string(rc)}")
 
     def _new_client(self) -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device, clean_session=False,
@@ -171,6 +181,12 @@ class Publisher:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._schedule_reconnect(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}")
             return
+        sock = client.socket()
+        if sock is not None:  # no Nagle: a PUBACK then a PUBLISH would wait for a delayed TCP ack
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         self._client = client  # CONNACK arrives in loop(); _on_connect follows
 
     def _schedule_reconnect(self, why: str) -> None:
@@ -257,7 +273,7 @@ class Publisher:
 
     def _check_ack_timeout(self) -> None:
         if self._window and self._clock() - self._window[0].sent_at > self.cfg.ack_timeout_s:
-            log.warning("%s: no ack for seq %d..%d in %.0f s; sending again from seq %d", self.device,
+            log.warning("%s: no ack for seq %d..%d in %.1f s; sending again from seq %d", self.device,
                         self._window[0].first, self._window[0].last, self.cfg.ack_timeout_s,
                         self.outbox.acked + 1)
             self.resends += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -38,6 +39,7 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence false\n"  # a restart loses sessions and queued messages: the hard case
             "max_queued_messages 100000\n"
+            "set_tcp_nodelay true\n"  # no Nagle delay on the ack round trip (40 ms stalls)
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -90,7 +92,7 @@ class FakeGateway:
 
     def start(self) -> FakeGateway:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fake-gateway-{self.port}", clean_session=False)
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([("vigil/+/events", 1), ("vigil/+/status", 1)])
+        c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.reconnect_delay_set(0.1, 0.5)
         c.connect_async("127.0.0.1", self.port, keepalive=10)
@@ -102,6 +104,12 @@ class FakeGateway:
         if self.client is not None:
             self.client.disconnect()
             self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        sock = client.socket()
+        if sock is not None:  # as a gateway should: acks leave at once, not after a delayed TCP ack
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.subscribe([("vigil/+/events", 1), ("vigil/+/status", 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         device, channel = wire.parse_topic(msg.topic)
@@ -150,7 +158,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str =
 
 def device_toml(tmp: Path, device: str, port: int, *, rate: float = 200, max_bytes: int = 64 * 1024 * 1024,
                 status_interval_s: float = 60, extra_sensors: str = "", ack_timeout_s: float = 5,
-                batch_max_events: int = 200) -> Path:
+                batch_max_events: int = 200, limit: int | None = None, inflight_batches: int = 4) -> Path:
     path = tmp / f"{device}.toml"
     path.write_text(f"""
 [device]
@@ -164,6 +172,7 @@ keepalive = 10
 reconnect_min_s = 0.1
 reconnect_max_s = 0.5
 ack_timeout_s = {ack_timeout_s}
+inflight_batches = {inflight_batches}
 status_interval_s = {status_interval_s}
 connect_timeout_s = 2
 
@@ -180,6 +189,7 @@ sensor_modules = ["tests.edge.counter_sensor"]
 name = "counter"
 type = "counter"
 rate = {rate}
+{f"limit = {limit}" if limit is not None else ""}
 period_s = 0
 deadband = 0
 {extra_sensors}
