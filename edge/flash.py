@@ -178,7 +178,7 @@ def _boot_partition(image: Path, number: int | None) -> Partition:
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", type=Path, help="the Vigil source tree to build the vigil wheel "
+    p.add_argument("--source", type=Path, metavar="DIR", help="the Vigil source tree to build the vigil wheel "
                    "from (default: the one this command runs from)")
     p.add_argument("--python-version", default=DEFAULT_PYTHON, metavar="X.Y",
                    help=f"the device's Python, for choosing wheels (default {DEFAULT_PYTHON}: "
