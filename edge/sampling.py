@@ -14,7 +14,8 @@ reading and reports a new one when
   never invents data (the gateway's no-data rules see the silence).
 
 ``period_s = 0`` with deadband 0 reports every reading that differs from the last one;
-buttons and digital inputs default to that (a press is never sampled away).
+buttons and digital inputs default to that (a press is never sampled away). Fields a type
+lists in ``ignore`` (a GPS fix's own ``time``) are carried but never count as change.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Policy:
     period_s: float = 1.0
     heartbeat_s: float = 60.0
     deadband: Deadband = 0.0
+    ignore: frozenset[str] = frozenset()  # fields that change without meaning anything (a fix's time)
 
     def width(self, field_name: str) -> float:
         if isinstance(self.deadband, Mapping):
@@ -41,19 +43,20 @@ class Policy:
         return float(self.deadband)
 
 
-# Per sensor type: sensible defaults a [[sensors]] entry or the remote config may override.
+# Per sensor type (the drivers' types, see edge.sensors): defaults a [[sensors]] entry or
+# the remote config may override. Field names are the drivers' reading fields.
 DEFAULTS: dict[str, Policy] = {
-    # ~5 m of latitude/longitude, 0.5 m/s, 10 degrees of heading, 10 m of altitude
-    "gps": Policy(1.0, 60.0, {"lat": 5e-5, "lon": 5e-5, "speed": 0.5, "track": 10.0, "alt": 10.0}),
-    # clinically small steps: 2 bpm, 1 % SpO2, 1 breath/min, 0.1 °C, 5 mmHg
-    "vitals": Policy(1.0, 30.0, {"hr": 2.0, "spo2": 1.0, "rr": 1.0, "temp": 0.1, "sbp": 5.0,
-                                 "dbp": 5.0, "heart_rate": 2.0, "resp_rate": 1.0,
-                                 "temperature": 0.1, "systolic": 5.0, "diastolic": 5.0}),
-    "obd": Policy(1.0, 30.0, {"speed": 1.0, "rpm": 100.0}),
-    "gpio_input": Policy(0.0, 300.0, 0.0),
-    "gpio": Policy(0.0, 300.0, 0.0),
-    "button": Policy(0.0, 300.0, 0.0),
-    "adc": Policy(1.0, 60.0, 0.01),
+    # ~5 m of latitude/longitude, 0.5 m/s, 10 degrees of heading, 10 m of altitude; a fix's
+    # own time changes every fix and is not a change of position
+    "gps": Policy(1.0, 60.0, {"lat": 5e-5, "lon": 5e-5, "speed": 0.5, "track": 10.0, "alt": 10.0},
+                  frozenset({"time"})),
+    # clinically small steps: 2 bpm, 1 % SpO2, 1 breath/min, 0.1 °C, 5 mmHg; flags exact
+    "vitals": Policy(1.0, 30.0, {"heart_rate": 2.0, "spo2": 1.0, "resp_rate": 1.0, "temp_c": 0.1,
+                                 "sys_bp": 5.0, "dia_bp": 5.0}),
+    "obd": Policy(1.0, 30.0, {"speed": 0.5, "rpm": 100.0}),  # speed in m/s
+    "gpio": Policy(0.0, 300.0, 0.0),  # every edge
+    "button": Policy(0.0, 300.0, 0.0),  # every press and release
+    "adc": Policy(1.0, 60.0, {"value": 0.01}, frozenset({"raw"})),  # in the sensor's unit
 }
 FALLBACK = Policy(1.0, 60.0, 0.0)
 
@@ -64,7 +67,7 @@ def policy_for(sensor: SensorConfig, override: SensorOverride | None = None) -> 
     period = _first(override and override.period_s, sensor.period_s, base.period_s)
     heartbeat = _first(override and override.heartbeat_s, sensor.heartbeat_s, base.heartbeat_s)
     deadband = _first(override and override.deadband, sensor.deadband, base.deadband)
-    return Policy(period, max(heartbeat, period), deadband)
+    return Policy(period, max(heartbeat, period), deadband, base.ignore)
 
 
 def _first(*values: Any) -> Any:
@@ -126,6 +129,8 @@ class Sampler:
         if old.keys() != new.keys():
             return True
         for k, v in new.items():
+            if k in self.policy.ignore:
+                continue
             o = old[k]
             if _is_num(v) and _is_num(o):
                 if abs(v - o) > self.policy.width(k) or (self.policy.width(k) == 0 and v != o):

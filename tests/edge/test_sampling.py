@@ -74,5 +74,14 @@ def test_policy_precedence_remote_then_file_then_type_default() -> None:
     p = policy_for(gps, SensorOverride(period_s=10.0, deadband=0.0))
     assert p.period_s == 10.0 and p.width("lat") == 0.0
     button = policy_for(SensorConfig("panic", "button"))
-    assert button.period_s == 0.0 and button.width("pressed") == 0.0
+    assert button.period_s == 0.0 and button.width("event") == 0.0
     assert policy_for(SensorConfig("x", "gps", period_s=120.0)).heartbeat_s == 120.0  # never below period
+
+
+def test_a_gps_fix_time_alone_is_not_a_change_but_a_lost_fix_is() -> None:
+    s = Sampler(policy_for(SensorConfig("gps", "gps", period_s=0.0)))
+    fix = {"time": "2026-11-25T12:00:00Z", "mode": 3, "lat": 52.0, "lon": 4.0, "speed": 0.0, "track": 0.0, "alt": 1.0}
+    assert s.offer(Reading("gps", fix, 0), 0.0)
+    assert s.offer(Reading("gps", {**fix, "time": "2026-11-25T12:00:01Z", "lat": 52.00001}, 0), 1.0) == []
+    lost = {**fix, "time": "2026-11-25T12:00:02Z", "mode": 1, "lat": None, "lon": None}
+    assert s.offer(Reading("gps", lost, 0), 2.0) == [Reading("gps", lost, 0)]
