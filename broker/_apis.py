@@ -107,7 +107,7 @@ async def _metadata(node: Node, req: Request) -> dict[str, Any]:
         node.config.settings["auto.create.topics.enable"] == "true"
     requested = body.topics
     if requested is None or (req.api_version == 0 and not requested):
-        topics = [_topic_metadata(m, node) for m in node.registry.all() if not m.internal]
+        topics = [_topic_metadata(m, node) for m in node.registry.all()]  # internal ones flagged, as Kafka
     else:
         topics = []
         for t in requested:

@@ -21,21 +21,23 @@ def fast_cleaner_broker(tmp_path) -> BrokerProcess:  # type: ignore[no-untyped-d
 
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[int, bytes, bytes | None]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    """Everything from the start of partition 0 up to the end (the partition-EOF event)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    low, _ = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     consumer.assign([TopicPartition(topic, 0, low)])
     out = []
     deadline = time.monotonic() + 30
-    idle = 0
-    # The end of a compacted log may be a gap (deleted tombstones): stop when nothing more comes.
-    while time.monotonic() < deadline and idle < 3:
-        msgs = consumer.consume(1000, 0.3)
-        out += [(m.offset(), m.key(), m.value()) for m in msgs if m.error() is None]
-        idle = 0 if msgs else idle + 1
-        if out and out[-1][0] >= high - 1:
-            break
-    consumer.close()
-    return out
+    try:
+        while time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.5):
+                if m.error() is None:
+                    out.append((m.offset(), m.key(), m.value()))
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+        raise AssertionError(f"did not reach the end of {topic} in 30 s")
+    finally:
+        consumer.close()
 
 
 def test_a_reader_from_the_beginning_sees_the_latest_value_of_every_key(fast_cleaner_broker: BrokerProcess) -> None:
