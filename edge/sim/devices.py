@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import tty
 from collections.abc import Callable
 from typing import Protocol
@@ -71,12 +70,9 @@ class _Pty:
             self.dropped += len(data)
 
     def receive(self) -> bytes:
-        ready, _, _ = select.select([self.master], [], [], 0)
-        if not ready:
-            return b""
         try:
-            return os.read(self.master, 4096)
-        except (BlockingIOError, OSError):
+            return os.read(self.master, 4096)  # non-blocking
+        except OSError:  # nothing there (EAGAIN), or the driver end is closed (EIO)
             return b""
 
     def close(self) -> None:

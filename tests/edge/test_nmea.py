@@ -304,6 +304,22 @@ def test_gps_sensor_reads_a_capture_through_a_pseudo_terminal() -> None:
     assert sensor.stats()["bad_sentences"] == 1 and sensor.stats()["fixes"] == len(expected)
 
 
+def test_a_receiver_that_goes_away_is_a_sensor_error_not_a_hang() -> None:
+    from edge.sensors.base import SensorError
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    sensor = GpsSensor("gps", os.ttyname(slave))
+    sensor.open()
+    os.close(slave)  # the driver keeps its own descriptor
+    os.close(master)  # the device end is gone: unplugged
+    try:
+        with pytest.raises(SensorError, match="gps"):
+            sensor.poll()
+    finally:
+        sensor.close()
+
+
 def test_opening_a_missing_port_names_it() -> None:
     from edge.sensors.base import SensorError
 
