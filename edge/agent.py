@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -105,6 +106,7 @@ class Agent:
                                    status_extra=self._status_extra, on_remote_config=self._remote.put,
                                    clock=clock)
         self.stopped = threading.Event()
+        self.store_errors = 0  # ticks whose readings could not be stored (and were lost)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -116,10 +118,16 @@ class Agent:
         try:
             while not stop.is_set():
                 started = self._clock()
-                self.tick(started)
-                if started >= next_expire:
-                    self.outbox.expire()
-                    next_expire = started + EXPIRE_EVERY_S
+                try:
+                    self.tick(started)
+                    if started >= next_expire:
+                        next_expire = started + EXPIRE_EVERY_S
+                        self.outbox.expire()
+                except sqlite3.Error as exc:  # e.g. a full disk: keep running, it may pass
+                    self.store_errors += 1
+                    (log.error if self.store_errors <= 3 or self.store_errors % 100 == 0 else log.debug)(
+                        "%s: cannot store readings in the outbox (%d times): %s",
+                        self.config.device.id, self.store_errors, exc)
                 stop.wait(max(0.0, interval - (self._clock() - started)))
         finally:
             for slot in self._slots:
@@ -229,4 +237,5 @@ class Agent:
             except Exception as exc:
                 entry["stats_error"] = str(exc)
             sensors[slot.config.name] = entry
-        return {"sensors": sensors, "remote_config": dict(self.remote_config_state)}
+        return {"sensors": sensors, "remote_config": dict(self.remote_config_state),
+                "store_errors": self.store_errors}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -100,10 +101,8 @@ def check_device(config: Config, *, timeout: float = 5.0, out: TextIO = sys.stdo
             print(f"FAIL {label}: read failed: {exc}", file=out)
             ok = False
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 sensor.close()
-            except Exception:
-                pass
     return ok
 
 

@@ -61,6 +61,7 @@ working directory.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tomllib
@@ -256,10 +257,8 @@ class _Table:
         if v is _MISSING:
             return default
         if isinstance(v, str) and self.path(key) in self.env:
-            try:
+            with contextlib.suppress(ValueError):
                 v = int(v)
-            except ValueError:
-                pass
         if not isinstance(v, int) or isinstance(v, bool) or v < minimum or (maximum is not None and v > maximum):
             bound = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
             self._err(key, f"must be {bound}, got {_show(v)}")
@@ -271,10 +270,8 @@ class _Table:
         if v is _MISSING:
             return default
         if isinstance(v, str) and self.path(key) in self.env:
-            try:
+            with contextlib.suppress(ValueError):
                 v = float(v)
-            except ValueError:
-                pass
         if not _is_number(v) or v < 0 or (positive and v == 0):
             self._err(key, f"must be a {'positive' if positive else 'non-negative'} number, got {_show(v)}")
             return default

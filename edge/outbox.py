@@ -36,6 +36,7 @@ fresh readings — a full outbox — drops the *oldest* ones, never the fresh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -205,6 +206,10 @@ class Outbox:
     def expire(self) -> int:
         """Drop (and count) events stored more than max_age_s ago; returns how many."""
         cutoff = self._clock() - self.max_age_s
+        with self._lock:
+            oldest = self._db.execute("SELECT stored FROM events ORDER BY seq LIMIT 1").fetchone()
+            if oldest is None or oldest[0] >= cutoff:  # the common case: no scan
+                return 0
         with self._lock, self._tx():
             n, freed = self._db.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM events WHERE stored < ?", (cutoff,)).fetchone()
@@ -259,7 +264,7 @@ class Outbox:
 
     @property
     def acked(self) -> int:
-        return self._meta["acked"]
+        return int(self._meta["acked"])
 
     def stats(self) -> OutboxStats:
         with self._lock:
@@ -275,10 +280,8 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
-                pass
             self._db.close()
 
     def __enter__(self) -> Outbox:

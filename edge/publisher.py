@@ -32,6 +32,7 @@ within one 50 ms turn.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -181,12 +182,10 @@ class Publisher:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._schedule_reconnect(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}")
             return
-        sock = client.socket()
+        sock: Any = client.socket()
         if sock is not None:  # no Nagle: a PUBACK then a PUBLISH would wait for a delayed TCP ack
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self._client = client  # CONNACK arrives in loop(); _on_connect follows
 
     def _schedule_reconnect(self, why: str) -> None:
@@ -201,12 +200,9 @@ class Publisher:
         was = self._connected
         self._connected = False
         self._window.clear()
-        if client is not None:
-            if client.socket() is not None:  # close it now, not when the client is collected
-                try:
-                    client.disconnect()  # paho sends DISCONNECT and closes the socket
-                except Exception:
-                    pass
+        if client is not None and client.socket() is not None:  # close it now, not at collection
+            with contextlib.suppress(Exception):
+                client.disconnect()  # paho sends DISCONNECT and closes the socket
         if was:
             log.warning("%s: disconnected from %s:%d (%s)", self.device, self.cfg.host, self.cfg.port, why)
         self._schedule_reconnect(why)
@@ -233,14 +229,14 @@ class Publisher:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self._topic_ack:
             try:
-                seq = wire.decode_ack(msg.payload)
+                seq = wire.decode_ack(bytes(msg.payload))
             except wire.WireError as exc:
                 log.warning("%s: ignoring a bad ack: %s", self.device, exc)
                 return
             self._on_ack(seq)
         elif msg.topic == self._topic_config:
             try:
-                doc = wire.decode_config(msg.payload)
+                doc = wire.decode_config(bytes(msg.payload))
             except wire.WireError as exc:
                 log.warning("%s: ignoring remote config: %s", self.device, exc)
                 return
