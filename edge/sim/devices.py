@@ -109,6 +109,11 @@ class SimulatedDevice:
         """What happened in the model so far: (simulated time, description)."""
         return []
 
+    @property
+    def sensor_types(self) -> dict[str, str]:
+        """Sensor name -> its type in edge.sensors (for an agent building its config)."""
+        return {s.name: str(getattr(s, "kind", "")) for s in self.sensors}
+
     def advance(self, now: float) -> None:
         raise NotImplementedError
 

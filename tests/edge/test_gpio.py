@@ -137,6 +137,20 @@ def test_a_door_reports_its_state_at_start_and_every_change(factory: MockFactory
     assert opened[0].data == {"input": "door", "active": True, "state": "open"}
 
 
+def test_a_door_open_at_start_is_reported_open_not_as_a_change(factory: MockFactory, clock: FakeClock) -> None:
+    door = DigitalInputSensor("door", 22, active_label="open", inactive_label="closed", pin_factory=factory,
+                              clock=clock, wall=clock)
+    door.open()
+    try:
+        factory.pin(22).drive_high()  # the door was open when the agent started
+        readings = door.poll()
+        clock.advance(1)
+        readings += door.poll()
+    finally:
+        door.close()
+    assert [r.data["state"] for r in readings] == ["open"]
+
+
 def test_an_ignition_line_with_a_pull_up_is_active_low(factory: MockFactory, clock: FakeClock) -> None:
     ignition = DigitalInputSensor("ignition", 23, pull_up=True, pin_factory=factory, clock=clock, wall=clock)
     ignition.open()

@@ -274,6 +274,33 @@ def test_capture_without_a_fix_reports_no_position() -> None:
 # ---- the serial shell, through a real pseudo-terminal ----------------------------------------
 
 
+@pytest.mark.parametrize("name", sorted(EXPLAINED_EXTRAS))
+def test_every_capture_reads_the_same_through_a_pseudo_terminal(name: str) -> None:
+    lines, _ = _capture(name)
+    expected, _ = decode_capture(lines)
+    with_ts = [f for f in expected if f.ts is not None]
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    sensor = GpsSensor("gps", os.ttyname(slave), idle_flush=0.2)
+    sensor.open()
+    try:
+        data = "".join(line + "\r\n" for line in lines if line.startswith("$")).encode()
+        readings = []
+        for i in range(0, len(data), 1024):  # a pty holds a few KiB: the driver must keep reading
+            os.write(master, data[i:i + 1024])
+            readings += sensor.poll()
+        deadline = time.monotonic() + 5
+        while len(readings) < len(expected) and time.monotonic() < deadline:
+            readings += sensor.poll()
+            time.sleep(0.01)
+    finally:
+        sensor.close()
+        os.close(master)
+        os.close(slave)
+    assert [r.data for r in readings] == [f.to_json() for f in expected]
+    assert [r.ts for r in readings if r.data["time"] is not None] == [f.ts for f in with_ts]
+
+
 def test_gps_sensor_reads_a_capture_through_a_pseudo_terminal() -> None:
     lines, _tpvs = _capture("haicom-305N.chk")
     master, slave = os.openpty()
