@@ -17,6 +17,7 @@ from collections.abc import Sequence
 _PARTS: tuple[tuple[str, str], ...] = (
     ("edge.cli", "the device agent"),
     ("broker.cli", "the Kafka-compatible log and its admin tools"),
+    ("gateway.cli", "the MQTT -> log bridge and the device registry"),
     ("deploy.up", "the one-box launcher"),
 )
 

@@ -1,0 +1,327 @@
+"""The MQTT -> log bridge: the I/O shell around ``gateway.core``.
+
+Two threads:
+
+* paho's network thread receives ``vigil/+/events`` messages (QoS 1, ``manual_ack``, a
+  persistent MQTT 5 session, a shared subscription when the broker offers one), runs the
+  pure ``classify`` on each and queues the result;
+* the log thread owns the confluent-kafka producer and the ``AckLedger``: it produces
+  every record (idempotent, acks=all, compressed, a few ms of linger), serves delivery
+  callbacks, and when the oldest messages are fully in the log it PUBACKs them in receive
+  order and publishes each device's highest settled seq on ``vigil/<device>/ack``.
+
+When the log is unreachable librdkafka keeps retrying (``message.timeout.ms=0``: a record
+never expires), nothing completes, so nothing is acknowledged: the MQTT broker stops
+sending once its in-flight window is full and the devices keep their outboxes. When the
+log returns, delivery resumes by itself. A crash loses nothing either: what was not
+PUBACKed is redelivered (persistent session) or resent by the device (ack timeout); the
+copies that were already in the log are the duplicates consumers drop by (device, seq).
+
+A PUBACK is only sent on the connection that received the message; after a reconnect
+the broker redelivers those messages, and the copies are committed (again) and acked.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge import wire
+from gateway.core import AckLedger, Classified, Record, SkewBounds, classify
+from gateway.metrics import BridgeMetrics
+
+__all__ = ["Bridge", "BridgeConfig", "BridgeFailed"]
+
+log = logging.getLogger("vigil.gateway")
+
+
+class BridgeFailed(RuntimeError):
+    """The producer hit a fatal error; the process should exit (and be restarted)."""
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    client_id: str = field(default_factory=lambda: f"vigil-bridge-{socket.gethostname()}")
+    group: str = "vigil-bridge"
+    shared: bool | None = None  # None: when the broker says it supports it
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive: int = 15
+    telemetry_topic: str = "telemetry"
+    rejected_topic: str = "telemetry.rejected"
+    max_payload: int = wire.MAX_EVENTS_PAYLOAD
+    skew: SkewBounds = field(default_factory=SkewBounds)
+    linger_ms: int = 5
+    compression: str = "lz4"
+    producer_config: dict[str, str] = field(default_factory=dict)
+    create_topics: bool = True
+
+
+@dataclass(slots=True)
+class _Inbound:
+    generation: int
+    mid: int
+    qos: int
+    classified: Classified
+    received_at: float
+
+
+# A permanent refusal of one record by the log: it goes to the rejected topic instead.
+_PERMANENT = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
+              KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG}
+
+
+class Bridge:
+    def __init__(self, config: BridgeConfig, metrics: BridgeMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or BridgeMetrics()
+        self.ledger = AckLedger()
+        self._inbound: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
+        self._backlog: deque[tuple[int, Record]] = deque()
+        self._stop = threading.Event()
+        self._generation = 0  # bumped on each MQTT (re)connect; read by the log thread
+        self._connected = threading.Event()
+        self._fatal: str | None = None
+        self._last_warned: dict[str, float] = {}
+        self._producer = Producer(self._producer_settings())
+        self._client = self._new_client()
+
+    # --- setup -------------------------------------------------------------------------
+
+    def _producer_settings(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "bootstrap.servers": c.bootstrap,
+            "client.id": c.client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": c.compression,
+            "linger.ms": c.linger_ms,
+            "message.timeout.ms": 0,  # never give a record up: the log's outage is waited out
+            "reconnect.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 1000,
+            "socket.connection.setup.timeout.ms": 5000,
+            "error_cb": self._on_producer_error,
+            **c.producer_config,
+        }
+
+    def _new_client(self) -> mqtt.Client:
+        c = self.config
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        client.enable_logger(logging.getLogger("vigil.gateway.paho"))
+        if c.username is not None:
+            client.username_pw_set(c.username, c.password)
+        client.reconnect_delay_set(0.2, 2)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _ensure_topics(self) -> None:
+        c = self.config
+        admin = AdminClient({"bootstrap.servers": c.bootstrap, "socket.connection.setup.timeout.ms": 3000})
+        futures = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1)
+                                       for t in (c.telemetry_topic, c.rejected_topic)],
+                                      operation_timeout=5, request_timeout=5)
+        for topic, fut in futures.items():
+            try:
+                fut.result(timeout=8)
+                log.info("created topic=%s", topic)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    log.warning("could not create topic=%s (the broker may auto-create it): %s",
+                                topic, exc)
+            except Exception as exc:  # timeouts: the log is not up yet; auto-creation covers it
+                log.warning("could not create topic=%s (the broker may auto-create it): %s", topic, exc)
+
+    # --- MQTT side (paho's thread) ----------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("mqtt connect refused host=%s port=%d reason=%s", self.config.mqtt_host,
+                      self.config.mqtt_port, reason)
+            return
+        self._generation += 1
+        shared = self.config.shared
+        if shared is None:
+            shared = bool(getattr(properties, "SharedSubscriptionAvailable", 1))
+        base = f"{wire.TOPIC_ROOT}/+/events"
+        topic = f"$share/{self.config.group}/{base}" if shared else base
+        client.subscribe(topic, qos=1)
+        self._connected.set()
+        log.info("mqtt connected host=%s port=%d session_present=%s subscription=%s",
+                 self.config.mqtt_host, self.config.mqtt_port,
+                 getattr(flags, "session_present", None), topic)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("mqtt disconnected reason=%s; reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        result = classify(msg.topic, msg.payload, now_ms=int(now * 1000),
+                          telemetry=self.config.telemetry_topic, rejected=self.config.rejected_topic,
+                          max_payload=self.config.max_payload, skew=self.config.skew)
+        self._inbound.put(_Inbound(self._generation, msg.mid, msg.qos, result, time.monotonic()))
+
+    # --- log side (the log thread) -----------------------------------------------------
+
+    def _on_producer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = f"fatal producer error: {err}"
+            self._stop.set()
+        else:
+            self._warn("log", "log unavailable or degraded: %s", err)
+
+    def _warn(self, key: str, fmt: str, *args: object) -> None:
+        """At most one warning per key every 5 s: a flood of bad traffic must not flood logs."""
+        now = time.monotonic()
+        if now - self._last_warned.get(key, -1e9) >= 5:
+            self._last_warned[key] = now
+            log.warning(fmt, *args)
+
+    def _accept(self, item: _Inbound) -> None:
+        c = item.classified
+        m = self.metrics
+        m.messages_in.inc()
+        m.events_in.inc(c.accepted)
+        if c.skewed:
+            m.skewed.inc(c.skewed)
+        for reason, n in c.rejected.items():
+            m.rejected.labels(reason).inc(n)
+            detail = next((r.header("detail") for r in c.records if r.header("reason") == reason.encode()), b"")
+            self._warn(f"reject-{reason}", "rejected reason=%s device=%s count=%d detail=%s",
+                       reason, c.device, n, (detail or b"").decode(errors="replace"))
+        token = self.ledger.add(item.mid, item.qos, item.generation, c.device, c.ack_seq,
+                                len(c.records), item.received_at)
+        self._backlog.extend((token, r) for r in c.records)
+
+    def _produce_backlog(self) -> None:
+        while self._backlog:
+            token, rec = self._backlog[0]
+            try:
+                self._producer.produce(rec.topic, value=rec.value, key=rec.key,
+                                       timestamp=rec.timestamp_ms or 0, headers=list(rec.headers),
+                                       on_delivery=self._delivery_callback(token, rec))
+            except BufferError:
+                break  # the producer's queue is full: the log is slow or away; try again later
+            self._backlog.popleft()
+        self.metrics.backlog.set(len(self._backlog))
+
+    def _delivery_callback(self, token: int, rec: Record) -> Any:
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                self.ledger.delivered(token)
+                self.metrics.committed.labels(rec.topic).inc()
+                return
+            self.metrics.delivery_errors.labels(err.name()).inc()
+            if err.fatal():
+                self._fatal = f"fatal producer error: {err}"
+                self._stop.set()
+            elif err.code() in _PERMANENT and rec.topic != self.config.rejected_topic:
+                log.error("log refused a record topic=%s key=%s error=%s; writing it to %s",
+                          rec.topic, rec.key, err, self.config.rejected_topic)
+                self.metrics.rejected.labels("log-refused").inc()
+                self._backlog.append((token, Record(
+                    self.config.rejected_topic, rec.key, rec.value[:1024], None,
+                    (*rec.headers, ("reason", b"log-refused"), ("detail", str(err).encode()[:500])))))
+            elif err.code() in _PERMANENT:
+                self._fatal = f"the log refuses rejected records: {err}"
+                self._stop.set()
+            else:  # transient: produce it again (at-least-once; consumers dedup by device+seq)
+                self._warn("delivery", "delivery failed topic=%s error=%s; retrying", rec.topic, err)
+                self._backlog.append((token, rec))
+        return delivered
+
+    def _complete(self) -> None:
+        done = self.ledger.pop_completed()
+        if not done:
+            return
+        generation = self._generation
+        for c in done:
+            if c.qos > 0 and c.generation == generation:
+                self._client.ack(c.mid, c.qos)
+            self.metrics.ack_latency.observe(time.monotonic() - c.received_at)
+        for device, seq in self.ledger.device_acks(done).items():
+            self._client.publish(wire.ack_topic(device), wire.encode_ack(seq), qos=1)
+            self.metrics.device_acks.inc()
+
+    def _log_loop(self) -> None:
+        while not self._stop.is_set():
+            took = 0
+            try:
+                while took < 5000:
+                    self._accept(self._inbound.get_nowait())
+                    took += 1
+            except queue.Empty:
+                pass
+            self._produce_backlog()
+            self._producer.poll(0 if took else 0.005)
+            self._complete()
+            self.metrics.in_flight.set(len(self.ledger))
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until ``stop()``; raises BridgeFailed on a fatal producer error."""
+        c = self.config
+        if c.create_topics:
+            self._ensure_topics()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = c.session_expiry_s
+        self._client.connect_async(c.mqtt_host, c.mqtt_port, keepalive=c.keepalive,
+                                   clean_start=False, properties=props)
+        self._client.loop_start()
+        log.info("bridge started mqtt=%s:%d bootstrap=%s client_id=%s", c.mqtt_host, c.mqtt_port,
+                 c.bootstrap, c.client_id)
+        try:
+            self._log_loop()
+        finally:
+            self._shutdown()
+        if self._fatal:
+            raise BridgeFailed(self._fatal)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _shutdown(self, grace_s: float = 5.0) -> None:
+        """Stop taking messages, give what is in flight a moment to commit and be acked;
+        anything left is redelivered to the next bridge (persistent session)."""
+        self._client.on_message = lambda *a: None
+        if not self._fatal:
+            deadline = time.monotonic() + grace_s
+            while len(self.ledger) and time.monotonic() < deadline:
+                try:
+                    while True:
+                        self._accept(self._inbound.get_nowait())
+                except queue.Empty:
+                    pass
+                self._produce_backlog()
+                self._producer.poll(0.01)
+                self._complete()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._producer.flush(0 if self._fatal else 2)
+        log.info("bridge stopped pending=%d", len(self.ledger))

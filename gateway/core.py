@@ -1,0 +1,213 @@
+"""The bridge's pure core: what an MQTT events message becomes in the log, and when it may
+be acknowledged. No sockets, no threads, no clock (``now_ms`` is passed in).
+
+``classify`` turns one MQTT message (topic + payload) into log records:
+
+* every valid event -> one record on the telemetry topic: key = device id, value = the
+  event as JSON (``device, seq, ts, kind, data``), timestamp = the event's ``ts``, headers
+  ``seq``, ``kind``, ``schema`` (and ``clock-skew`` when ``ts`` is further than the bound
+  from the gateway's clock: flagged, never rewritten);
+* everything refused -> one record on the rejected topic with the reason in the
+  ``reason`` header (``oversize``, ``bad-topic``, ``bad-envelope``, ``identity``,
+  ``invalid-event``) and the details in ``detail``. An oversized payload is kept as its
+  first ``REJECTED_SNIPPET`` bytes (with ``size``), so the log never refuses the record.
+
+``AckLedger`` is the FIFO of received messages. Each waits for all of its records to be
+delivered; messages leave it strictly in receive order (MQTT acks must be sent in that
+order), and only then is the device told the highest seq that is safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+
+from edge import wire
+
+__all__ = [
+    "REASONS",
+    "AckLedger",
+    "Classified",
+    "Completed",
+    "Record",
+    "SkewBounds",
+    "classify",
+]
+
+REJECTED_SNIPPET = 1024
+REASONS = ("oversize", "bad-topic", "bad-envelope", "identity", "invalid-event")
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None
+    headers: Headers = ()
+
+    def header(self, name: str) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class SkewBounds:
+    """How far an event's ts may be from the gateway's clock before it is flagged."""
+
+    future_ms: int = 5 * 60 * 1000
+    past_ms: int = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    device: str | None  # from the topic, when it names one
+    records: list[Record]
+    ack_seq: int | None  # the highest seq this message settles for ``device``
+    accepted: int = 0  # events bound for telemetry
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    skewed: int = 0
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _rejected(topic: str, key: str | None, value: bytes, reason: str, detail: str,
+              mqtt_topic: str, extra: Headers = ()) -> Record:
+    return Record(topic, key.encode() if key else None, value, None,
+                  (("reason", reason.encode()), ("detail", detail[:500].encode()),
+                   ("mqtt-topic", mqtt_topic[:256].encode()), *extra))
+
+
+def classify(mqtt_topic: str, payload: bytes, *, now_ms: int, telemetry: str = "telemetry",
+             rejected: str = "telemetry.rejected", max_payload: int = wire.MAX_EVENTS_PAYLOAD,
+             skew: SkewBounds = SkewBounds()) -> Classified:
+    try:
+        device, channel = wire.parse_topic(mqtt_topic)
+        if channel != "events":
+            raise wire.WireError(f"the bridge reads events, not {channel}")
+    except wire.WireError as exc:
+        rec = _rejected(rejected, None, payload[:REJECTED_SNIPPET], "bad-topic", str(exc), mqtt_topic)
+        return Classified(None, [rec], None, rejected={"bad-topic": 1})
+    if len(payload) > max_payload:
+        rec = _rejected(rejected, device, payload[:REJECTED_SNIPPET], "oversize",
+                        f"payload of {len(payload)} bytes exceeds the {max_payload}-byte limit",
+                        mqtt_topic, (("size", str(len(payload)).encode()),))
+        return Classified(device, [rec], None, rejected={"oversize": 1})
+    try:
+        batch = wire.decode_events(payload, max_bytes=max_payload)
+    except wire.WireError as exc:
+        rec = _rejected(rejected, device, payload, "bad-envelope", str(exc), mqtt_topic)
+        return Classified(device, [rec], None, rejected={"bad-envelope": 1})
+    if batch.device != device:
+        # The ACL lets only `device` publish here, so the publisher is `device` claiming to
+        # be someone else: refuse it all, and ack nothing (its seqs are not `device`'s).
+        rec = _rejected(rejected, device, payload, "identity",
+                        f"topic names device {device!r} but the payload says {batch.device!r}",
+                        mqtt_topic)
+        return Classified(device, [rec], None, rejected={"identity": 1})
+
+    records: list[Record] = []
+    seqs: list[int] = []
+    skewed = 0
+    for event in batch.events:
+        headers: list[tuple[str, bytes]] = [("seq", str(event.seq).encode()),
+                                            ("kind", event.kind.encode()),
+                                            ("schema", str(batch.schema_version).encode())]
+        ahead = event.ts - now_ms
+        if ahead > skew.future_ms or -ahead > skew.past_ms:
+            headers.append(("clock-skew", str(ahead).encode()))
+            skewed += 1
+        records.append(Record(telemetry, device.encode(), _dumps({"device": device, **event.to_json()}),
+                              event.ts, tuple(headers)))
+        seqs.append(event.seq)
+    for bad in batch.invalid:
+        extra: Headers = (("seq", str(bad.seq).encode()),) if bad.seq is not None else ()
+        records.append(_rejected(rejected, device, _dumps(bad.raw), "invalid-event",
+                                 f"event {bad.index}: {bad.reason}", mqtt_topic, extra))
+        if bad.seq is not None:
+            seqs.append(bad.seq)
+    return Classified(device, records, max(seqs) if seqs else None, accepted=len(batch.events),
+                      rejected={"invalid-event": len(batch.invalid)} if batch.invalid else {},
+                      skewed=skewed)
+
+
+@dataclass(slots=True)
+class _Pending:
+    token: int
+    mid: int
+    qos: int
+    generation: int
+    device: str | None
+    ack_seq: int | None
+    received_at: float
+    outstanding: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A message whose records are all in the log: PUBACK it (when its connection is still
+    the current one), then tell ``device`` its acked seq."""
+
+    mid: int
+    qos: int
+    generation: int
+    device: str | None
+    ack_seq: int | None
+    received_at: float
+
+
+class AckLedger:
+    """Received messages in receive order, each waiting for its records' delivery."""
+
+    def __init__(self) -> None:
+        self._queue: deque[_Pending] = deque()
+        self._by_token: dict[int, _Pending] = {}
+        self._next = 0
+        self._acked: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, mid: int, qos: int, generation: int, device: str | None, ack_seq: int | None,
+            records: int, received_at: float) -> int:
+        self._next += 1
+        p = _Pending(self._next, mid, qos, generation, device, ack_seq, received_at, records)
+        self._queue.append(p)
+        if records:
+            self._by_token[p.token] = p
+        return p.token
+
+    def delivered(self, token: int) -> None:
+        """One record of message ``token`` is in the log."""
+        p = self._by_token[token]
+        p.outstanding -= 1
+        if p.outstanding == 0:
+            del self._by_token[token]
+
+    def pop_completed(self) -> list[Completed]:
+        """Messages now fully in the log, oldest first, stopping at the first that is not."""
+        out: list[Completed] = []
+        while self._queue and self._queue[0].outstanding == 0:
+            p = self._queue.popleft()
+            out.append(Completed(p.mid, p.qos, p.generation, p.device, p.ack_seq, p.received_at))
+            if p.device is not None and p.ack_seq is not None:
+                self._acked[p.device] = max(self._acked.get(p.device, -1), p.ack_seq)
+        return out
+
+    def acked(self, device: str) -> int | None:
+        """The highest seq of ``device`` known to be in the log (None: nothing yet)."""
+        return self._acked.get(device)
+
+    def device_acks(self, completed: list[Completed]) -> dict[str, int]:
+        """One ack per device touched by ``completed``: its highest settled seq."""
+        out: dict[str, int] = {}
+        for c in completed:
+            if c.device is not None and c.ack_seq is not None:
+                seq = self.acked(c.device)
+                if seq is not None:
+                    out[c.device] = seq
+        return out
