@@ -19,7 +19,10 @@ learns it: when a sentence with a new time of day arrives, the previous epoch is
 and the last sentence type it held is remembered as the cycle ender. From then on an
 epoch is reported as soon as its cycle ender arrives, without waiting a whole cycle
 for the next one. Sentences of an epoch that arrive after it was reported are counted
-as ``late`` and dropped, so there is exactly one fix per epoch. ``flush()`` reports
+as ``late`` and dropped, so there is exactly one fix per epoch (a sentence without a
+time of its own, VTG or GSA, arriving after that opens the next epoch, and so does a
+second VTG in one epoch: that is how a receiver that starts its cycle with VTG is
+told apart before its cycle ender is known). ``flush()`` reports
 an epoch still open (end of a capture, a receiver that went quiet).
 
 A fix reports ``mode`` 1 (no fix: RMC status V, GGA quality 0, GLL status V or an
@@ -354,9 +357,18 @@ class FixTracker:
             if epoch.last_type is not None:
                 self._ender = epoch.last_type
             epoch = self._epoch = _Epoch()
+        if tod is None and not epoch.reported and epoch.tod is not None and any(
+                isinstance(r, VTG) for r in epoch.records) and isinstance(record, VTG):
+            # a second VTG cannot be of the same epoch (GSA can: one per constellation)
+            if epoch.has_fix_data:
+                out.append(self._report(epoch))
+            self._ender = epoch.last_type
         if epoch.reported:
-            self.late += 1
-            return out
+            if tod is not None:  # same time as the epoch already reported: a latecomer
+                self.late += 1
+                return out
+            # no time of its own (VTG, GSA): the first sentence of the next epoch
+            epoch = self._epoch = _Epoch()
         if tod is not None:
             epoch.tod = tod
         epoch.records.append(record)

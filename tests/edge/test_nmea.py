@@ -162,6 +162,16 @@ def test_the_cycle_ender_is_learned_so_an_epoch_is_reported_when_it_ends() -> No
     assert [f.time for f in fixes] == ["2026-11-25T12:00:02.000Z"]
 
 
+def test_a_sentence_without_a_time_that_opens_a_cycle_belongs_to_the_next_fix() -> None:
+    lines = []
+    for second, knots in ((0, "10.0"), (1, "20.0"), (2, "30.0")):
+        lines.append(with_checksum(f"GPVTG,45.0,T,,M,{knots},N,,K,A"))  # this receiver starts with VTG
+        lines.append(with_checksum(f"GPRMC,12000{second}.00,A,5230.0000,N,01324.0000,E,,,251126,,,A"))
+    fixes, counters = decode_capture(lines)
+    assert [f.speed for f in fixes] == [5.144, 10.289, 15.433]
+    assert counters["late"] == 0
+
+
 def test_a_cycle_without_a_date_after_midnight_rolls_the_date_on() -> None:
     lines = [with_checksum("GPRMC,235959.00,A,5230.0000,N,01324.0000,E,1.0,45.0,251126,,,A"),
              with_checksum("GPGGA,000000.00,5230.0000,N,01324.0000,E,1,08,0.9,35.0,M,40.0,M,,")]
