@@ -18,7 +18,10 @@ cycle, but which sentence comes last differs between receivers. Like gpsd, the t
 learns it: when a sentence with a new time of day arrives, the previous epoch is over,
 and the last sentence type it held is remembered as the cycle ender. From then on an
 epoch is reported as soon as its cycle ender arrives, without waiting a whole cycle
-for the next one. Sentences of an epoch that arrive after it was reported are counted
+for the next one. (gpsd's ``driver_nmea0183.c`` does the same with the last
+*timestamped* sentence, but keeps every type it ever tagged as an ender and reports at
+each of them, which is why its logs hold several TPVs for one time; we keep the latest
+ender and report an epoch once.) Sentences of an epoch that arrive after it was reported are counted
 as ``late`` and dropped, so there is exactly one fix per epoch (a sentence without a
 time of its own, VTG or GSA, arriving after that opens the next epoch, and so does a
 second VTG in one epoch: that is how a receiver that starts its cycle with VTG is
