@@ -118,9 +118,11 @@ class Elm327Session:
         """No prompt came for the pending command: start over with a reset."""
         self.counters["timeouts"] += 1
         log.warning("OBD adapter did not answer %s; resetting it", self.pending)
-        self._restart()
+        self.restart()
 
-    def _restart(self) -> None:
+    def restart(self) -> None:
+        """Forget the adapter's state and initialise it again (after a timeout, a refusal,
+        or the port being reopened)."""
         self.counters["resets"] += 1
         self.pending = None
         self.ready = False
@@ -153,7 +155,7 @@ class Elm327Session:
         if command in INIT_COMMANDS:
             if "OK" not in joined:  # the adapter refuses a setting: start over
                 self.counters["errors"] += 1
-                self._restart()
+                self.restart()
                 return None
             if command == INIT_COMMANDS[-1]:
                 self.ready = True
@@ -225,6 +227,8 @@ class ObdSensor:
 
     def open(self) -> None:
         self.link.open()
+        if self.session.pending is not None or self.session.ready:
+            self.session.restart()  # reopened: the adapter may have been power-cycled
         self._pump()
 
     def poll(self) -> list[Reading]:

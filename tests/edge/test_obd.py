@@ -177,3 +177,16 @@ def test_obd_sensor_resets_an_adapter_that_stops_answering(pty: Pty) -> None:
         sensor.close()
     assert sensor.stats()["timeouts"] >= 2
     assert sent.startswith(b"ATZ\rATZ\r")  # nothing but resets until the adapter answers
+
+
+def test_a_reopened_sensor_initialises_the_adapter_again(
+        pty: Pty, adapter_on_pty: AdapterOnPty) -> None:
+    sensor = ObdSensor("obd", pty.path, period=0.05, timeout=1.0)
+    try:
+        for _ in range(2):  # e.g. the agent reopens it after a read error
+            sensor.open()
+            assert poll_until(sensor, lambda r: len(r) >= 1)
+            sensor.close()
+    finally:
+        sensor.close()
+    assert adapter_on_pty.adapter.commands.count("ATZ") == 2
