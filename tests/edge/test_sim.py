@@ -277,3 +277,15 @@ def test_vigil_edge_simulate_prints_json_lines() -> None:
     assert {r["device"] for r in rows} == {"veh-001", "veh-002", "bed-001", "bed-002"}
     gps = next(r for r in rows if r["kind"] == "gps")
     assert set(gps) == {"device", "sensor", "kind", "ts", "data"} and gps["data"]["mode"] in (1, 3)
+
+
+def test_vigil_edge_simulate_replays_recorded_traffic() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "edge", "simulate", "--vehicles", "3", "--patients", "0",
+         "--traffic", str(TRAFFIC), "--speedup", "40", "--duration", "10", "--print"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    fixes = [json.loads(line) for line in out.stdout.splitlines() if '"kind":"gps"' in line]
+    assert {f["device"] for f in fixes} == {"veh-001", "veh-002", "veh-003"}
+    # the A10 near Königs Wusterhausen
+    assert all(52.2 < f["data"]["lat"] < 52.4 and 13.5 < f["data"]["lon"] < 13.8 for f in fixes)
