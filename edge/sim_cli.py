@@ -58,6 +58,8 @@ def register(sub: Any) -> None:
                    help="simulated seconds to run (default: until interrupted)")
     s.add_argument("--traffic", metavar="CSV.GZ",
                    help="drive the vehicles along tracks of a recorded traffic file (t,vehicle,lat,lon,speed,heading)")
+    s.add_argument("--line-noise", type=float, default=0.0, metavar="P",
+                   help="share of GPS and monitor lines sent with a corrupted byte (default 0)")
     s.add_argument("--print", action="store_true", dest="print_readings",
                    help="print every reading as a JSON line")
     s.set_defaults(func=_simulate)

@@ -10,8 +10,8 @@ own loop or a real agent - cannot tell them from hardware.
 
 ``advance(now)`` moves the device's model to the simulated instant ``now`` (seconds since
 the epoch) and makes the hardware show it: one NMEA epoch per simulated second, one
-monitor line every ``interval`` seconds, pins driven to the new levels, pending OBD
-requests answered. The drivers are given the simulation's clock, so their timestamps
+monitor line every ``interval`` seconds (``line_noise``: the share of lines that arrive
+with a corrupted byte), pins driven to the new levels, pending OBD requests answered. The drivers are given the simulation's clock, so their timestamps
 are simulated time too.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import tty
 from collections.abc import Callable
 from typing import Protocol
@@ -36,7 +37,7 @@ from edge.sim.gps_out import nmea_epoch
 from edge.sim.patient import PatientModel
 from edge.sim.vehicle import VehicleState
 
-__all__ = ["PINS", "SimulatedDevice", "SimulatedPatient", "SimulatedVehicle"]
+__all__ = ["PINS", "LineNoise", "SimulatedDevice", "SimulatedPatient", "SimulatedVehicle"]
 
 log = logging.getLogger("vigil.edge")
 
@@ -81,6 +82,29 @@ class _Pty:
                 os.close(fd)
 
 
+class LineNoise:
+    """Corrupts a share of the lines a simulated device sends (one byte flipped), as a
+    noisy serial cable does; seeded, so a run stays reproducible. ``rate`` 0 sends
+    every line intact."""
+
+    def __init__(self, rate: float, seed: str) -> None:
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.corrupted = 0
+
+    def __call__(self, data: bytes) -> bytes:
+        if self.rate <= 0:
+            return data
+        lines = data.split(b"\n")
+        for i, line in enumerate(lines):
+            if len(line) > 2 and self.rng.random() < self.rate:
+                b = bytearray(line)
+                b[self.rng.randrange(1, len(b) - 1)] ^= self.rng.randrange(1, 128)
+                lines[i] = bytes(b)
+                self.corrupted += 1
+        return b"\n".join(lines)
+
+
 class _Line:
     """One mock pin, driven only when its level changes."""
 
@@ -123,7 +147,7 @@ class SimulatedDevice:
 
 class SimulatedVehicle(SimulatedDevice):
     def __init__(self, device_id: str, model: _VehicleModel, start: float, clock: Clock, *,
-                 talker: str = "GP", obd_timeout: float = 2.0) -> None:
+                 talker: str = "GP", obd_timeout: float = 2.0, line_noise: float = 0.0) -> None:
         self.device_id = device_id
         self.model = model
         self.start = start
@@ -132,6 +156,7 @@ class SimulatedVehicle(SimulatedDevice):
         self._next_epoch = float(int(start) + 1)
         self._state = model.state()
         self.gps_port, self.obd_port = _Pty(), _Pty()
+        self.noise = LineNoise(line_noise, f"noise:{device_id}")
         self.elm = Elm327Emulator(lambda: (self._state.ignition, self._state.speed * 3.6, self._state.rpm))
         self.pins = MockFactory()
         self._lines = {name: _Line(self.pins, PINS[name]) for name in ("ignition", "door", "panic")}
@@ -160,7 +185,7 @@ class SimulatedVehicle(SimulatedDevice):
                 self._t = self._next_epoch
                 self._state = self.model.state()
                 if now - self._t < 5.0:  # fell far behind: do not flood the port
-                    self.gps_port.send(nmea_epoch(self._t, self._state, self.talker))
+                    self.gps_port.send(self.noise(nmea_epoch(self._t, self._state, self.talker)))
                 self._next_epoch += 1.0
             self.model.step(now - self._t)
             self._t = now
@@ -192,7 +217,7 @@ class SimulatedVehicle(SimulatedDevice):
 
 class SimulatedPatient(SimulatedDevice):
     def __init__(self, device_id: str, model: PatientModel, start: float, clock: Clock, *,
-                 interval: float = 2.0) -> None:
+                 interval: float = 2.0, line_noise: float = 0.0) -> None:
         self.device_id = device_id
         self.model = model
         self.start = start
@@ -200,6 +225,7 @@ class SimulatedPatient(SimulatedDevice):
         self._t = start
         self._next_line = start + interval
         self.monitor_port = _Pty()
+        self.noise = LineNoise(line_noise, f"noise:{device_id}")
         self.pins = MockFactory()
         self._call = _Line(self.pins, PINS["nurse_call"])
         self.sensors: list[Sensor] = [
@@ -217,7 +243,7 @@ class SimulatedPatient(SimulatedDevice):
             self.model.step(self._next_line - self._t)
             self._t = self._next_line
             if now - self._t < 5 * self.interval:
-                self.monitor_port.send(encode_vitals(self.model.observe()))
+                self.monitor_port.send(self.noise(encode_vitals(self.model.observe())))
             self._next_line += self.interval
         if now > self._t:
             self.model.step(now - self._t)

@@ -76,7 +76,7 @@ def _raise_fd_limit(needed: int) -> None:
 class Simulation:
     def __init__(self, vehicles: int = 1, patients: int = 0, seed: int = 1, *, start: float | None = None,
                  speedup: float = 1.0, manual: bool = False, traffic: str | Path | None = None,
-                 tick: float = 0.05) -> None:
+                 tick: float = 0.05, line_noise: float = 0.0) -> None:
         if vehicles < 0 or patients < 0:
             raise ValueError("vehicles and patients must not be negative")
         _raise_fd_limit(64 + FDS_PER_DEVICE * (vehicles + patients))
@@ -94,10 +94,11 @@ class Simulation:
             for i in range(vehicles):
                 model: VehicleModel | TrackModel = tracks[i] if tracks else VehicleModel.create(i, seed)
                 self.devices.append(SimulatedVehicle(f"veh-{i + 1:03d}", model, now, self.clock,
-                                                     talker="GN" if i % 2 else "GP", obd_timeout=obd_timeout))
+                                                     talker="GN" if i % 2 else "GP", obd_timeout=obd_timeout,
+                                                     line_noise=line_noise))
             for i in range(patients):
                 self.devices.append(SimulatedPatient(f"bed-{i + 1:03d}", PatientModel.create(i, seed), now,
-                                                     self.clock))
+                                                     self.clock, line_noise=line_noise))
         except BaseException:
             self.close()
             raise
@@ -177,11 +178,12 @@ class Simulation:
 
 def run_simulation(vehicles: int, patients: int, seed: int, on_reading: OnReading, *, speedup: float = 1.0,
                    duration: float | None = None, traffic: str | Path | None = None, start: float | None = None,
-                   stop: threading.Event | None = None, tick: float = 0.05) -> Simulation:
+                   stop: threading.Event | None = None, tick: float = 0.05, line_noise: float = 0.0) -> Simulation:
     """Run simulated devices through their real drivers, calling ``on_reading(device_id,
     sensor_name, reading)`` for every reading, for ``duration`` simulated seconds (or
     until ``stop`` is set). Returns the (closed) simulation, for its stats and events."""
-    sim = Simulation(vehicles, patients, seed, start=start, speedup=speedup, traffic=traffic, tick=tick)
+    sim = Simulation(vehicles, patients, seed, start=start, speedup=speedup, traffic=traffic, tick=tick,
+                     line_noise=line_noise)
     stop = stop or threading.Event()
     try:
         sim.open_sensors()
@@ -212,7 +214,7 @@ def simulate_cli(args: Any) -> int:
 
     try:
         run_simulation(args.vehicles, args.patients, args.seed, on_reading, speedup=args.speedup,
-                       duration=args.duration, traffic=args.traffic)
+                       duration=args.duration, traffic=args.traffic, line_noise=args.line_noise)
     except KeyboardInterrupt:
         pass
     except (ValueError, OSError) as exc:

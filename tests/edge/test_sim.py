@@ -289,3 +289,19 @@ def test_vigil_edge_simulate_replays_recorded_traffic() -> None:
     assert {f["device"] for f in fixes} == {"veh-001", "veh-002", "veh-003"}
     # the A10 near Königs Wusterhausen
     assert all(52.2 < f["data"]["lat"] < 52.4 and 13.5 < f["data"]["lon"] < 13.8 for f in fixes)
+
+
+def test_a_noisy_line_costs_sentences_not_fixes(sim_factory: list[Simulation]) -> None:
+    sim = manual_sim(sim_factory, vehicles=1, patients=1, seed=5, line_noise=0.2)
+    readings = []
+    for _ in range(120):
+        readings += sim.step(1.0)
+    vehicle, patient = sim.devices
+    assert isinstance(vehicle, SimulatedVehicle) and isinstance(patient, SimulatedPatient)
+    gps_stats = vehicle.sensors[0].stats()
+    assert vehicle.noise.corrupted > 50
+    assert gps_stats["bad_sentences"] >= 0.9 * vehicle.noise.corrupted
+    assert len(by(readings, "gps")) >= 115  # an epoch survives a bad sentence or two
+    monitor = patient.sensors[0].stats()
+    assert monitor["bad_lines"] >= 0.9 * patient.noise.corrupted > 0
+    assert len(by(readings, "monitor")) == monitor["lines"] >= 40
