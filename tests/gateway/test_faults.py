@@ -68,6 +68,7 @@ def test_sigkill_of_the_bridge_under_load_loses_nothing(
         with load(devices):
             time.sleep(1.5)
             acked_before = {d.id: d.acked for d in devices}
+            unacked = {d.id: d.next_seq - 1 - d.acked for d in devices}
             bridge.kill()
             time.sleep(1)
             stalled = {d.id: d.acked for d in devices}
@@ -76,6 +77,7 @@ def test_sigkill_of_the_bridge_under_load_loses_nothing(
         for d in devices:
             d.settle(60)
         assert all(acked_before[k] > 0 for k in acked_before)
+        assert sum(unacked.values()) > 0, "the bridge was killed with events in flight"
         assert all(d.acked > stalled[d.id] for d in devices)
     finally:
         for d in devices:

@@ -1,0 +1,92 @@
+"""The bridge's pure core: messages in, records and acks out, no sockets."""
+
+from __future__ import annotations
+
+import json
+
+from edge import wire
+from gateway.core import AckLedger, SkewBounds, classify
+
+NOW = 1_764_072_000_000
+
+
+def _batch(device: str, *seqs: int, ts: int = NOW) -> bytes:
+    return wire.encode_events(device, [wire.Event(device, s, ts, "gps", {"lat": 52.1}) for s in seqs])
+
+
+def test_each_valid_event_becomes_a_record_keyed_by_device() -> None:
+    c = classify("vigil/truck-7/events", _batch("truck-7", 41, 42), now_ms=NOW)
+    assert c.device == "truck-7" and c.ack_seq == 42 and c.accepted == 2 and c.rejected == {}
+    r = c.records[0]
+    assert (r.topic, r.key, r.timestamp_ms) == ("telemetry", b"truck-7", NOW)
+    assert json.loads(r.value) == {"device": "truck-7", "seq": 41, "ts": NOW, "kind": "gps", "data": {"lat": 52.1}}
+    assert dict(r.headers) == {"seq": b"41", "kind": b"gps", "schema": b"1"}
+
+
+def test_a_bad_event_is_rejected_alone_and_still_settles_its_seq() -> None:
+    doc = {"v": 1, "device": "d1", "events": [
+        {"seq": 1, "ts": NOW, "kind": "gps", "data": {}},
+        {"seq": 2, "ts": NOW, "kind": "GPS!", "data": {}},
+        {"seq": 3, "ts": NOW, "kind": "gps", "data": {}}]}
+    c = classify("vigil/d1/events", json.dumps(doc).encode(), now_ms=NOW)
+    assert [r.topic for r in c.records] == ["telemetry", "telemetry", "telemetry.rejected"]
+    assert c.records[2].header("reason") == b"invalid-event" and c.records[2].header("seq") == b"2"
+    assert c.ack_seq == 3 and c.rejected == {"invalid-event": 1}
+
+
+def test_refusals_carry_their_reason() -> None:
+    cases = {
+        ("vigil/d1/events", b"not json"): "bad-envelope",
+        ("vigil/d1/events", _batch("d2", 1)): "identity",
+        ("vigil/d1/status", _batch("d1", 1)): "bad-topic",
+        ("vigil/d1/events", b"x" * (wire.MAX_EVENTS_PAYLOAD + 1)): "oversize",
+    }
+    for (topic, payload), reason in cases.items():
+        c = classify(topic, payload, now_ms=NOW)
+        [rec] = c.records
+        assert rec.topic == "telemetry.rejected" and rec.header("reason") == reason.encode(), reason
+        assert c.ack_seq is None and c.rejected == {reason: 1}
+        assert len(rec.value) <= min(len(payload), wire.MAX_EVENTS_PAYLOAD)
+
+
+def test_clock_skew_is_flagged_and_the_timestamp_kept() -> None:
+    bounds = SkewBounds(future_ms=1000, past_ms=60_000)
+    c = classify("vigil/d1/events", _batch("d1", 1, ts=NOW + 5000), now_ms=NOW, skew=bounds)
+    assert c.records[0].header("clock-skew") == b"5000" and c.records[0].timestamp_ms == NOW + 5000
+    c = classify("vigil/d1/events", _batch("d1", 1, ts=NOW - 120_000), now_ms=NOW, skew=bounds)
+    assert c.records[0].header("clock-skew") == b"-120000" and c.skewed == 1
+    c = classify("vigil/d1/events", _batch("d1", 1, ts=NOW - 500), now_ms=NOW, skew=bounds)
+    assert c.records[0].header("clock-skew") is None
+
+
+def test_messages_complete_in_receive_order_only() -> None:
+    ledger = AckLedger()
+    a = ledger.add(mid=1, qos=1, generation=1, device="d1", ack_seq=10, records=2, received_at=0)
+    b = ledger.add(mid=2, qos=1, generation=1, device="d1", ack_seq=20, records=1, received_at=0)
+    ledger.delivered(b)
+    assert ledger.pop_completed() == []  # the later message waits for the earlier one
+    ledger.delivered(a)
+    assert ledger.pop_completed() == []
+    ledger.delivered(a)
+    done = ledger.pop_completed()
+    assert [c.mid for c in done] == [1, 2]
+    assert ledger.device_acks(done) == {"d1": 20}
+
+
+def test_a_device_ack_never_goes_back() -> None:
+    ledger = AckLedger()
+    t = ledger.add(1, 1, 1, "d1", 50, 1, 0)
+    ledger.delivered(t)
+    ledger.pop_completed()
+    t = ledger.add(2, 1, 1, "d1", 30, 1, 0)  # a resent old batch
+    ledger.delivered(t)
+    assert ledger.device_acks(ledger.pop_completed()) == {"d1": 50}
+
+
+def test_a_message_with_nothing_to_write_completes_at_once_in_its_turn() -> None:
+    ledger = AckLedger()
+    first = ledger.add(1, 1, 1, "d1", 5, 1, 0)
+    ledger.add(2, 1, 1, None, None, 0, 0)
+    assert ledger.pop_completed() == []
+    ledger.delivered(first)
+    assert [c.mid for c in ledger.pop_completed()] == [1, 2]
