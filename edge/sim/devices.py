@@ -134,6 +134,14 @@ class SimulatedDevice:
         return []
 
     @property
+    def conversing_sensors(self) -> list[Sensor]:
+        """Sensors that talk request/response with their simulated hardware (see ``service``)."""
+        return []
+
+    def service(self) -> None:
+        """Let the simulated hardware answer what its drivers asked (``advance`` does this too)."""
+
+    @property
     def sensor_types(self) -> dict[str, str]:
         """Sensor name -> its type in edge.sensors (for an agent building its config)."""
         return {s.name: str(getattr(s, "kind", "")) for s in self.sensors}
@@ -195,6 +203,10 @@ class SimulatedVehicle(SimulatedDevice):
         self._lines["door"].drive(s.door_open)
         self._lines["panic"].drive(not s.panic)  # the button pulls the line low
         self.service()
+
+    @property
+    def conversing_sensors(self) -> list[Sensor]:
+        return self.sensors[1:2]
 
     def service(self) -> None:
         """Answer whatever the OBD driver asked."""

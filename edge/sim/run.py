@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.sensors.base import Reading, SensorError
+from edge.sensors.base import Reading, Sensor, SensorError
 from edge.sim.devices import SimulatedDevice, SimulatedPatient, SimulatedVehicle
 from edge.sim.patient import PatientModel
 from edge.sim.vehicle import TrackModel, VehicleModel, load_traffic
@@ -145,17 +145,29 @@ class Simulation:
             for sensor in device.sensors:
                 sensor.open()
 
-    def poll(self) -> list[tuple[str, str, Reading]]:
+    def poll(self, conversation_rounds: int = 2) -> list[tuple[str, str, Reading]]:
+        """Poll every sensor once; then, ``conversation_rounds`` times, let the simulated
+        adapters answer and poll the sensors that converse with theirs (OBD), so a
+        request/response cycle need not wait a world tick per request."""
         out: list[tuple[str, str, Reading]] = []
         for device in self.devices:
-            for sensor in device.sensors:
-                try:
-                    readings = sensor.poll()
-                except SensorError as exc:
-                    log.warning("%s/%s: %s", device.device_id, sensor.name, exc)
-                    continue
-                out.extend((device.device_id, sensor.name, r) for r in readings)
+            self._poll(device, device.sensors, out)
+        for _ in range(conversation_rounds):
+            for device in self.devices:
+                if device.conversing_sensors:
+                    device.service()
+                    self._poll(device, device.conversing_sensors, out)
         return out
+
+    @staticmethod
+    def _poll(device: SimulatedDevice, sensors: list[Sensor], out: list[tuple[str, str, Reading]]) -> None:
+        for sensor in sensors:
+            try:
+                readings = sensor.poll()
+            except SensorError as exc:
+                log.warning("%s/%s: %s", device.device_id, sensor.name, exc)
+                continue
+            out.extend((device.device_id, sensor.name, r) for r in readings)
 
     def step(self, dt: float) -> list[tuple[str, str, Reading]]:
         """Manual clock: move ``dt`` simulated seconds and collect what the sensors report.
