@@ -10,7 +10,17 @@ Two ways to use it:
   list of ordinary ``Sensor``s) to someone else - the agent - to open and poll, while
   ``sim.start()`` runs a background thread that moves the world forward (writes NMEA
   and vitals lines, answers OBD requests, drives GPIO pins). ``sim.stop()`` ends it,
-  ``sim.close()`` releases the pseudo-terminals and pins.
+  ``sim.close()`` releases the pseudo-terminals and pins. For the agent, per device::
+
+      sim = Simulation(vehicles=3, patients=2, seed=7, speedup=10)
+      sim.start()
+      for device in sim.devices:
+          # device.sensor_types: {"gps": "gps", "obd": "obd", "ignition": "gpio", ...}
+          config = <a Config for device.device_id whose [[sensors]] are those names/types>
+          Agent(config, sensors=device.sensors)  # same order as device.sensor_types
+
+  The drivers stamp readings with the simulation's clock, so with a speedup the
+  events' ``ts`` run ahead of the wall clock.
 
 Time is simulated: ``SimClock`` runs ``speedup`` times faster than the wall clock
 from ``start`` (default: now); with ``manual=True`` it only moves when told
