@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge.sensors.base import Reading, SensorError
+from edge.sensors.options import opt_bool, opt_float, opt_int, opt_str
 
 __all__ = ["AdcSensor", "ButtonSensor", "Debouncer", "DigitalInputSensor", "make_adc", "make_button",
            "make_gpio"]
@@ -269,28 +270,25 @@ class AdcSensor:
         return {"samples": self._samples, "errors": self._errors}
 
 
-def _bool(options: dict[str, Any], key: str, default: bool) -> bool:
-    value = options.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    return value
+def _pin(options: dict[str, Any]) -> int | str:
+    pin = options.get("pin")
+    if isinstance(pin, bool) or not isinstance(pin, int | str) or pin == "":
+        raise ValueError(f"pin: a GPIO pin is required (e.g. 17 or \"GPIO17\"), got {pin!r}")
+    return pin
 
 
 def make_button(name: str, options: dict[str, Any]) -> ButtonSensor:
-    return ButtonSensor(name, options.get("pin"), _bool(options, "pull_up", True),
-                        float(options.get("bounce_time", 0.05)), options.get("pin_factory"))
+    return ButtonSensor(name, _pin(options), opt_bool(options, "pull_up", True),
+                        opt_float(options, "bounce_time", 0.05), options.get("pin_factory"))
 
 
 def make_gpio(name: str, options: dict[str, Any]) -> DigitalInputSensor:
-    return DigitalInputSensor(name, options.get("pin"), _bool(options, "pull_up", False),
-                              float(options.get("bounce_time", 0.05)),
-                              str(options.get("active_label", "on")), str(options.get("inactive_label", "off")),
-                              options.get("pin_factory"))
+    return DigitalInputSensor(name, _pin(options), opt_bool(options, "pull_up", False),
+                              opt_float(options, "bounce_time", 0.05), opt_str(options, "active_label", "on"),
+                              opt_str(options, "inactive_label", "off"), options.get("pin_factory"))
 
 
 def make_adc(name: str, options: dict[str, Any]) -> AdcSensor:
-    if "channel" not in options:
-        raise ValueError("channel: the MCP3008 channel (0-7) is required")
-    return AdcSensor(name, int(options["channel"]), int(options.get("spi_device", 0)),
-                     float(options.get("scale", 1.0)), float(options.get("offset", 0.0)),
-                     str(options.get("unit", "")), float(options.get("period", 1.0)), options.get("pin_factory"))
+    return AdcSensor(name, opt_int(options, "channel", lo=0, hi=7), opt_int(options, "spi_device", 0, lo=0, hi=1),
+                     opt_float(options, "scale", 1.0), opt_float(options, "offset", 0.0), opt_str(options, "unit", ""),
+                     opt_float(options, "period", 1.0, positive=True), options.get("pin_factory"))

@@ -18,6 +18,7 @@ from typing import Any
 
 from edge.sensors.base import Reading
 from edge.sensors.nmea import Fix, NmeaDecoder
+from edge.sensors.options import opt_float, opt_int, opt_str
 from edge.sensors.serial_link import SerialLink
 
 __all__ = ["GpsSensor", "make_gps"]
@@ -67,5 +68,5 @@ class GpsSensor:
 
 
 def make_gps(name: str, options: dict[str, Any]) -> GpsSensor:
-    return GpsSensor(name, str(options.get("port", "")), int(options.get("baudrate", 9600)),
-                     float(options.get("idle_flush", 1.5)))
+    return GpsSensor(name, opt_str(options, "port"), opt_int(options, "baudrate", 9600, lo=50),
+                     opt_float(options, "idle_flush", 1.5, positive=True))

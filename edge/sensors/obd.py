@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.sensors.base import Reading
+from edge.sensors.options import opt_float, opt_int, opt_str
 from edge.sensors.serial_link import SerialLink
 
 __all__ = ["INIT_COMMANDS", "Elm327Session", "ObdSample", "ObdSensor", "make_obd"]
@@ -256,5 +257,5 @@ class ObdSensor:
 
 
 def make_obd(name: str, options: dict[str, Any]) -> ObdSensor:
-    return ObdSensor(name, str(options.get("port", "")), int(options.get("baudrate", 38400)),
-                     float(options.get("period", 1.0)), float(options.get("timeout", 2.0)))
+    return ObdSensor(name, opt_str(options, "port"), opt_int(options, "baudrate", 38400, lo=50),
+                     opt_float(options, "period", 1.0, positive=True), opt_float(options, "timeout", 2.0, positive=True))

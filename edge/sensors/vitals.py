@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.sensors.base import Reading
+from edge.sensors.options import opt_int, opt_str
 from edge.sensors.serial_link import SerialLink
 
 __all__ = ["Vitals", "VitalsDecoder", "VitalsError", "VitalsSensor", "encode_vitals", "make_vitals",
@@ -230,4 +231,4 @@ class VitalsSensor:
 
 
 def make_vitals(name: str, options: dict[str, Any]) -> VitalsSensor:
-    return VitalsSensor(name, str(options.get("port", "")), int(options.get("baudrate", 9600)))
+    return VitalsSensor(name, opt_str(options, "port"), opt_int(options, "baudrate", 9600, lo=50))
