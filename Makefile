@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy broker
+	$(VENV)/bin/mypy broker edge
 
 check: lint typecheck test
 
