@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -25,9 +26,10 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 class Mosquitto:
     """Debian's mosquitto with a generated config, on 127.0.0.1 only, stopped by PID."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
         self.port = port or free_port()
         self.workdir = workdir
+        self.extra_conf = extra_conf  # more listeners (with per_listener_settings), TLS, passwords
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.log_path = workdir / f"mosquitto-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -35,13 +37,16 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            ("per_listener_settings true\n" if self.extra_conf else "")
+            # as root, mosquitto would switch to its own user, who cannot read the test's tmp dir
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence false\n"  # a restart loses sessions and queued messages: the hard case
             "max_queued_messages 100000\n"
             "set_tcp_nodelay true\n"  # no Nagle delay on the ack round trip (40 ms stalls)
             "log_dest stderr\n"
-            "log_type error\nlog_type warning\n")
+            "log_type error\nlog_type warning\n" + self.extra_conf)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -75,6 +80,8 @@ class Received:
     data: dict[str, object]
     at: float
     acked_before: int  # the highest seq the gateway had acked when this copy arrived
+    ts: int = 0  # the event's time (ms, wall clock)
+    wall: float = 0.0  # when it arrived (s, wall clock)
 
 
 @dataclass
@@ -123,7 +130,8 @@ class FakeGateway:
             got = self.received.setdefault(device, [])
             acked = self.acked.get(device, 0)
             now = time.monotonic()
-            got += [Received(e.seq, e.data, now, acked) for e in batch.events]
+            wall = time.time()
+            got += [Received(e.seq, e.data, now, acked, e.ts, wall) for e in batch.events]
             if self.acking and batch.events:
                 last = batch.events[-1].seq
                 self.acked[device] = max(acked, last)

@@ -161,3 +161,27 @@ def test_retained_remote_config_is_applied_and_a_bad_one_is_reported_and_ignored
         start = agent.outbox.stats().next_seq
         time.sleep(1.0)
         assert agent.outbox.stats().next_seq - start <= 3  # still the last good config
+
+
+def test_fresh_readings_queue_behind_a_backlog_but_latency_recovers_within_seconds(
+        tmp_path: Path, mosquitto: Mosquitto, gateway: FakeGateway) -> None:
+    from edge.sensors.base import Reading
+
+    cfg = load_device_config(device_toml(tmp_path, "truck-6", mosquitto.port, rate=20, batch_max_events=500))
+    backlog = 20_000
+    with Outbox(cfg.outbox.path, "truck-6") as box:  # what an outage left behind
+        for i in range(0, backlog, 1000):
+            box.append([Reading("gps", {"lat": 52.0, "lon": 4.0 + j * 1e-6}, 1_764_072_000_000 + j)
+                        for j in range(i, i + 1000)])
+    started = time.time()
+    with running(cfg) as agent:
+        wait_until(lambda: agent.outbox.acked > backlog + 20, what="the backlog drained and fresh events acked")
+        drained_at = time.time()
+        time.sleep(1.0)
+    fresh = [c for c in gateway.copies("truck-6") if c.seq > backlog]
+    assert [c.seq for c in fresh][:20] == list(range(backlog + 1, backlog + 21))  # in order, none lost
+    assert [c.data["n"] for c in fresh][:20] == list(range(20))
+    assert drained_at - started < 10
+    # once the backlog is gone, a reading reaches the gateway within a poll tick or two
+    after = [c.wall - c.ts / 1000 for c in fresh if c.ts / 1000 > drained_at]
+    assert len(after) >= 10 and max(after) < 0.5, after
