@@ -38,9 +38,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import wire
-from gateway.core import AckLedger, Classified, Record, SkewBounds, classify
+from gateway.core import AckLedger, Classified, DeviceAcks, Record, SkewBounds, classify
 from gateway.metrics import BridgeMetrics
 
 __all__ = ["Bridge", "BridgeConfig", "BridgeFailed"]
@@ -63,6 +64,7 @@ class BridgeConfig:
     group: str = "vigil-bridge"
     shared: bool | None = None  # None: when the broker says it supports it
     session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 1000  # unacked messages the MQTT broker may send us (MQTT 5)
     keepalive: int = 15
     telemetry_topic: str = "telemetry"
     rejected_topic: str = "telemetry.rejected"
@@ -72,6 +74,7 @@ class BridgeConfig:
     compression: str = "lz4"
     producer_config: dict[str, str] = field(default_factory=dict)
     create_topics: bool = True
+    gap_wait_ms: int = 2000  # how long a device ack waits for a gap another bridge may fill
 
 
 @dataclass(slots=True)
@@ -81,6 +84,12 @@ class _Inbound:
     qos: int
     classified: Classified
     received_at: float
+
+
+@dataclass(slots=True)
+class _PeerAck:
+    device: str
+    seq: int
 
 
 # A permanent refusal of one record by the log: it goes to the rejected topic instead.
@@ -93,13 +102,15 @@ class Bridge:
         self.config = config
         self.metrics = metrics or BridgeMetrics()
         self.ledger = AckLedger()
-        self._inbound: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
+        self.device_acks = DeviceAcks(config.gap_wait_ms)
+        self._inbound: queue.SimpleQueue[_Inbound | _PeerAck] = queue.SimpleQueue()
         self._backlog: deque[tuple[int, Record]] = deque()
         self._stop = threading.Event()
         self._generation = 0  # bumped on each MQTT (re)connect; read by the log thread
         self._connected = threading.Event()
         self._fatal: str | None = None
         self._last_warned: dict[str, float] = {}
+        self._last_expiry = 0
         self._producer = Producer(self._producer_settings())
         self._client = self._new_client()
 
@@ -167,7 +178,8 @@ class Bridge:
             shared = bool(getattr(properties, "SharedSubscriptionAvailable", 1))
         base = f"{wire.TOPIC_ROOT}/+/events"
         topic = f"$share/{self.config.group}/{base}" if shared else base
-        client.subscribe(topic, qos=1)
+        client.subscribe([(topic, SubscribeOptions(qos=1)),
+                          (f"{wire.TOPIC_ROOT}/+/ack", SubscribeOptions(qos=0, noLocal=True))])
         self._connected.set()
         log.info("mqtt connected host=%s port=%d session_present=%s subscription=%s",
                  self.config.mqtt_host, self.config.mqtt_port,
@@ -180,6 +192,15 @@ class Bridge:
             log.warning("mqtt disconnected reason=%s; reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/ack"):  # a peer bridge's ack
+            try:
+                device, _ = wire.parse_topic(msg.topic)
+                self._inbound.put(_PeerAck(device, wire.decode_ack(msg.payload)))
+            except wire.WireError as exc:
+                self._warn("peer-ack", "ignoring an ack on %s: %s", msg.topic, exc)
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            return
         now = time.time()
         result = classify(msg.topic, msg.payload, now_ms=int(now * 1000),
                           telemetry=self.config.telemetry_topic, rejected=self.config.rejected_topic,
@@ -202,7 +223,12 @@ class Bridge:
             self._last_warned[key] = now
             log.warning(fmt, *args)
 
-    def _accept(self, item: _Inbound) -> None:
+    def _accept(self, item: _Inbound | _PeerAck) -> None:
+        if isinstance(item, _PeerAck):
+            seq = self.device_acks.observed(item.device, item.seq)
+            if seq is not None:
+                self._publish_ack(item.device, seq)
+            return
         c = item.classified
         m = self.metrics
         m.messages_in.inc()
@@ -214,7 +240,7 @@ class Bridge:
             detail = next((r.header("detail") for r in c.records if r.header("reason") == reason.encode()), b"")
             self._warn(f"reject-{reason}", "rejected reason=%s device=%s count=%d detail=%s",
                        reason, c.device, n, (detail or b"").decode(errors="replace"))
-        token = self.ledger.add(item.mid, item.qos, item.generation, c.device, c.ack_seq,
+        token = self.ledger.add(item.mid, item.qos, item.generation, c.device, c.first_seq, c.ack_seq,
                                 len(c.records), item.received_at)
         self._backlog.extend((token, r) for r in c.records)
 
@@ -256,17 +282,32 @@ class Bridge:
         return delivered
 
     def _complete(self) -> None:
+        now_ms = int(time.time() * 1000)
+        if now_ms - self._last_expiry >= 100:
+            self._last_expiry = now_ms
+            for device, seq in self.device_acks.expire(now_ms).items():
+                self._warn("gap", "a gap before seq %d of %s was not filled in %d ms; acking past it",
+                           seq, device, self.config.gap_wait_ms)
+                self._publish_ack(device, seq)
         done = self.ledger.pop_completed()
         if not done:
             return
         generation = self._generation
+        acks: dict[str, int] = {}
         for c in done:
             if c.qos > 0 and c.generation == generation:
                 self._client.ack(c.mid, c.qos)
             self.metrics.ack_latency.observe(time.monotonic() - c.received_at)
-        for device, seq in self.ledger.device_acks(done).items():
-            self._client.publish(wire.ack_topic(device), wire.encode_ack(seq), qos=1)
-            self.metrics.device_acks.inc()
+            if c.device is not None and c.first_seq is not None and c.ack_seq is not None:
+                seq = self.device_acks.committed(c.device, c.first_seq, c.ack_seq, now_ms)
+                if seq is not None:
+                    acks[c.device] = seq
+        for device, seq in acks.items():
+            self._publish_ack(device, seq)
+
+    def _publish_ack(self, device: str, seq: int) -> None:
+        self._client.publish(wire.ack_topic(device), wire.encode_ack(seq), qos=1)
+        self.metrics.device_acks.inc()
 
     def _log_loop(self) -> None:
         while not self._stop.is_set():
@@ -291,6 +332,7 @@ class Bridge:
             self._ensure_topics()
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = c.session_expiry_s
+        props.ReceiveMaximum = c.receive_maximum
         self._client.connect_async(c.mqtt_host, c.mqtt_port, keepalive=c.keepalive,
                                    clean_start=False, properties=props)
         self._client.loop_start()

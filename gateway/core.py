@@ -15,6 +15,14 @@ be acknowledged. No sockets, no threads, no clock (``now_ms`` is passed in).
 ``AckLedger`` is the FIFO of received messages. Each waits for all of its records to be
 delivered; messages leave it strictly in receive order (MQTT acks must be sent in that
 order), and only then is the device told the highest seq that is safe.
+
+``DeviceAcks`` decides that seq: the highest *contiguously* committed one. Several bridges
+share the subscription, so one device's batches may be committed by different bridges in
+any order; a bridge that committed seqs 21..40 must not ack 40 (the device would forget
+1..20) until 1..20 are known to be in the log: committed here, or acked by a peer bridge
+(bridges see each other's acks on ``vigil/+/ack``). A gap nobody fills (events the edge
+dropped itself, or a bridge that just started and knows nothing yet) is waited out for
+``gap_wait_ms``, then passed.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ __all__ = [
     "AckLedger",
     "Classified",
     "Completed",
+    "DeviceAcks",
     "Record",
     "SkewBounds",
     "classify",
@@ -66,6 +75,7 @@ class Classified:
     device: str | None  # from the topic, when it names one
     records: list[Record]
     ack_seq: int | None  # the highest seq this message settles for ``device``
+    first_seq: int | None = None  # the lowest
     accepted: int = 0  # events bound for telemetry
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
     skewed: int = 0
@@ -130,7 +140,8 @@ def classify(mqtt_topic: str, payload: bytes, *, now_ms: int, telemetry: str = "
                                  f"event {bad.index}: {bad.reason}", mqtt_topic, extra))
         if bad.seq is not None:
             seqs.append(bad.seq)
-    return Classified(device, records, max(seqs) if seqs else None, accepted=len(batch.events),
+    return Classified(device, records, max(seqs) if seqs else None, min(seqs) if seqs else None,
+                      accepted=len(batch.events),
                       rejected={"invalid-event": len(batch.invalid)} if batch.invalid else {},
                       skewed=skewed)
 
@@ -142,6 +153,7 @@ class _Pending:
     qos: int
     generation: int
     device: str | None
+    first_seq: int | None
     ack_seq: int | None
     received_at: float
     outstanding: int
@@ -156,6 +168,7 @@ class Completed:
     qos: int
     generation: int
     device: str | None
+    first_seq: int | None
     ack_seq: int | None
     received_at: float
 
@@ -167,15 +180,14 @@ class AckLedger:
         self._queue: deque[_Pending] = deque()
         self._by_token: dict[int, _Pending] = {}
         self._next = 0
-        self._acked: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._queue)
 
-    def add(self, mid: int, qos: int, generation: int, device: str | None, ack_seq: int | None,
-            records: int, received_at: float) -> int:
+    def add(self, mid: int, qos: int, generation: int, device: str | None, first_seq: int | None,
+            ack_seq: int | None, records: int, received_at: float) -> int:
         self._next += 1
-        p = _Pending(self._next, mid, qos, generation, device, ack_seq, received_at, records)
+        p = _Pending(self._next, mid, qos, generation, device, first_seq, ack_seq, received_at, records)
         self._queue.append(p)
         if records:
             self._by_token[p.token] = p
@@ -193,21 +205,75 @@ class AckLedger:
         out: list[Completed] = []
         while self._queue and self._queue[0].outstanding == 0:
             p = self._queue.popleft()
-            out.append(Completed(p.mid, p.qos, p.generation, p.device, p.ack_seq, p.received_at))
-            if p.device is not None and p.ack_seq is not None:
-                self._acked[p.device] = max(self._acked.get(p.device, -1), p.ack_seq)
+            out.append(Completed(p.mid, p.qos, p.generation, p.device, p.first_seq, p.ack_seq,
+                                 p.received_at))
         return out
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    acked: int
+    held: list[tuple[int, int, int]] = field(default_factory=list)  # (first, last, since_ms)
+
+
+class DeviceAcks:
+    """Per device, the highest seq with everything up to it in the log."""
+
+    def __init__(self, gap_wait_ms: int = 2000) -> None:
+        self.gap_wait_ms = gap_wait_ms
+        self._devices: dict[str, _DeviceState] = {}
 
     def acked(self, device: str) -> int | None:
-        """The highest seq of ``device`` known to be in the log (None: nothing yet)."""
-        return self._acked.get(device)
+        st = self._devices.get(device)
+        return None if st is None else st.acked
 
-    def device_acks(self, completed: list[Completed]) -> dict[str, int]:
-        """One ack per device touched by ``completed``: its highest settled seq."""
+    def committed(self, device: str, first: int, last: int, now_ms: int) -> int | None:
+        """Seqs ``first..last`` of ``device`` are in the log (by this bridge). Returns the
+        ack to send the device (its current one again for a resent old batch), or None while
+        this range waits behind a gap."""
+        st = self._devices.get(device)
+        if st is None:  # nothing known: take this as the start
+            self._devices[device] = _DeviceState(last)
+            return last
+        if first > st.acked + 1:
+            st.held.append((first, last, now_ms))
+            return None
+        self._advance(st, last)
+        return st.acked
+
+    def observed(self, device: str, seq: int) -> int | None:
+        """A peer bridge acked ``seq``: everything up to it is in the log. Returns the new
+        ack this bridge should publish (when held ranges now follow on), else None."""
+        st = self._devices.get(device)
+        if st is None:
+            self._devices[device] = _DeviceState(seq)
+            return None
+        before = st.acked
+        new = self._advance(st, seq)
+        return new if new is not None and new > max(before, seq) else None
+
+    def expire(self, now_ms: int) -> dict[str, int]:
+        """Gaps held longer than ``gap_wait_ms`` are passed: returns the acks that moved."""
         out: dict[str, int] = {}
-        for c in completed:
-            if c.device is not None and c.ack_seq is not None:
-                seq = self.acked(c.device)
-                if seq is not None:
-                    out[c.device] = seq
+        for device, st in self._devices.items():
+            if st.held and min(since for _, _, since in st.held) + self.gap_wait_ms <= now_ms:
+                self._advance(st, min(first for first, _, _ in st.held) - 1)  # as if filled
+                out[device] = st.acked
         return out
+
+    @staticmethod
+    def _advance(st: _DeviceState, upto: int) -> int | None:
+        before = st.acked
+        st.acked = max(st.acked, upto)
+        changed = True
+        while changed:
+            changed = False
+            rest = []
+            for h in st.held:
+                if h[0] > st.acked + 1:
+                    rest.append(h)
+                elif h[1] > st.acked:
+                    st.acked = h[1]
+                    changed = True
+            st.held = rest
+        return st.acked if st.acked > before else None

@@ -9,7 +9,8 @@ iterations is its default).
 
 The ACL gives each device exactly its own topics: it publishes ``vigil/<id>/events`` and
 ``vigil/<id>/status`` and reads ``vigil/<id>/ack`` and ``vigil/<id>/config``. Bridge users
-read every device's events (and status) and publish every device's ack and config.
+read every device's events (and status) and publish every device's ack and config; they
+also read the acks (several bridges learn from each other's, see ``gateway.core``).
 Mosquitto denies whatever no line allows, so a revoked device (absent from both files) can
 neither connect nor publish.
 """
@@ -75,7 +76,7 @@ def acl_text(devices: Iterable[str], bridge_users: Iterable[str]) -> str:
         out.append(f"\nuser {_check_user(user)}\n"
                    f"topic read {wire.TOPIC_ROOT}/+/events\n"
                    f"topic read {wire.TOPIC_ROOT}/+/status\n"
-                   f"topic write {wire.TOPIC_ROOT}/+/ack\n"
+                   f"topic readwrite {wire.TOPIC_ROOT}/+/ack\n"
                    f"topic write {wire.TOPIC_ROOT}/+/config\n")
     for device in sorted(devices):
         wire.check_device_id(device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from edge import wire
-from gateway.core import AckLedger, SkewBounds, classify
+from gateway.core import AckLedger, DeviceAcks, SkewBounds, classify
 
 NOW = 1_764_072_000_000
 
@@ -16,7 +16,7 @@ def _batch(device: str, *seqs: int, ts: int = NOW) -> bytes:
 
 def test_each_valid_event_becomes_a_record_keyed_by_device() -> None:
     c = classify("vigil/truck-7/events", _batch("truck-7", 41, 42), now_ms=NOW)
-    assert c.device == "truck-7" and c.ack_seq == 42 and c.accepted == 2 and c.rejected == {}
+    assert c.device == "truck-7" and (c.first_seq, c.ack_seq) == (41, 42) and c.accepted == 2 and c.rejected == {}
     r = c.records[0]
     assert (r.topic, r.key, r.timestamp_ms) == ("telemetry", b"truck-7", NOW)
     assert json.loads(r.value) == {"device": "truck-7", "seq": 41, "ts": NOW, "kind": "gps", "data": {"lat": 52.1}}
@@ -61,32 +61,45 @@ def test_clock_skew_is_flagged_and_the_timestamp_kept() -> None:
 
 def test_messages_complete_in_receive_order_only() -> None:
     ledger = AckLedger()
-    a = ledger.add(mid=1, qos=1, generation=1, device="d1", ack_seq=10, records=2, received_at=0)
-    b = ledger.add(mid=2, qos=1, generation=1, device="d1", ack_seq=20, records=1, received_at=0)
+    a = ledger.add(mid=1, qos=1, generation=1, device="d1", first_seq=1, ack_seq=10, records=2, received_at=0)
+    b = ledger.add(mid=2, qos=1, generation=1, device="d1", first_seq=11, ack_seq=20, records=1, received_at=0)
     ledger.delivered(b)
     assert ledger.pop_completed() == []  # the later message waits for the earlier one
     ledger.delivered(a)
     assert ledger.pop_completed() == []
     ledger.delivered(a)
-    done = ledger.pop_completed()
-    assert [c.mid for c in done] == [1, 2]
-    assert ledger.device_acks(done) == {"d1": 20}
-
-
-def test_a_device_ack_never_goes_back() -> None:
-    ledger = AckLedger()
-    t = ledger.add(1, 1, 1, "d1", 50, 1, 0)
-    ledger.delivered(t)
-    ledger.pop_completed()
-    t = ledger.add(2, 1, 1, "d1", 30, 1, 0)  # a resent old batch
-    ledger.delivered(t)
-    assert ledger.device_acks(ledger.pop_completed()) == {"d1": 50}
+    assert [c.mid for c in ledger.pop_completed()] == [1, 2]
 
 
 def test_a_message_with_nothing_to_write_completes_at_once_in_its_turn() -> None:
     ledger = AckLedger()
-    first = ledger.add(1, 1, 1, "d1", 5, 1, 0)
-    ledger.add(2, 1, 1, None, None, 0, 0)
+    first = ledger.add(1, 1, 1, "d1", 1, 5, 1, 0)
+    ledger.add(2, 1, 1, None, None, None, 0, 0)
     assert ledger.pop_completed() == []
     ledger.delivered(first)
     assert [c.mid for c in ledger.pop_completed()] == [1, 2]
+
+
+def test_a_device_ack_covers_only_contiguously_committed_seqs() -> None:
+    acks = DeviceAcks(gap_wait_ms=2000)
+    assert acks.committed("d1", 1, 20, now_ms=0) == 20  # nothing known: the start
+    assert acks.committed("d1", 41, 60, now_ms=10) is None  # 21..40 are with another bridge
+    assert acks.committed("d1", 61, 80, now_ms=20) is None
+    assert acks.observed("d1", 40) == 80  # the peer acked 40: 41..80 follow on
+    assert acks.committed("d1", 1, 20, now_ms=30) == 80  # a resent old batch: the ack again
+    assert acks.acked("d1") == 80
+
+
+def test_a_gap_nobody_fills_is_passed_after_the_wait() -> None:
+    acks = DeviceAcks(gap_wait_ms=2000)
+    acks.committed("d1", 1, 10, now_ms=0)
+    assert acks.committed("d1", 16, 20, now_ms=100) is None  # 11..15 dropped at the edge
+    assert acks.expire(now_ms=1000) == {}
+    assert acks.expire(now_ms=2100) == {"d1": 20}
+    assert acks.committed("d1", 21, 30, now_ms=2200) == 30
+
+
+def test_a_peer_ack_below_ours_changes_nothing() -> None:
+    acks = DeviceAcks()
+    acks.committed("d1", 1, 50, now_ms=0)
+    assert acks.observed("d1", 30) is None and acks.acked("d1") == 50
