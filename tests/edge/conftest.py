@@ -91,6 +91,7 @@ class FakeGateway:
 
     port: int
     acking: bool = True
+    ack_delay: float = 0.0  # seconds between a batch arriving and its ack (a log commit's latency)
     received: dict[str, list[Received]] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, wire.Status] = field(default_factory=dict)
@@ -135,7 +136,13 @@ class FakeGateway:
             if self.acking and batch.events:
                 last = batch.events[-1].seq
                 self.acked[device] = max(acked, last)
-                client.publish(wire.ack_topic(device), wire.encode_ack(last), qos=1)
+                if self.ack_delay:
+                    timer = threading.Timer(self.ack_delay, client.publish,
+                                            (wire.ack_topic(device), wire.encode_ack(last), 1))
+                    timer.daemon = True
+                    timer.start()
+                else:
+                    client.publish(wire.ack_topic(device), wire.encode_ack(last), qos=1)
 
     def seqs(self, device: str) -> list[int]:
         with self.lock:

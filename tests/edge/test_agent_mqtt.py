@@ -66,6 +66,7 @@ def publish(port: int, topic: str, payload: bytes, retain: bool = False) -> None
 def test_broker_outage_under_load_loses_nothing_keeps_order_and_never_resends_acked(
         tmp_path: Path, mosquitto: Mosquitto, gateway: FakeGateway) -> None:
     total = 2500  # 500/s: ~1 s before the outage, 3 s during it, the rest after
+    gateway.ack_delay = 0.2  # so that batches are in flight, unacked, when the broker goes
     cfg = load_device_config(device_toml(tmp_path, "truck-1", mosquitto.port, rate=500, limit=total,
                                          ack_timeout_s=1.0))
     with running(cfg) as agent:
