@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from edge import registry
 from edge.agent import Agent, build_sensor, build_sensors
 from edge.config import Config, ConfigError, load_config
+from edge.publisher import probe_connection
 
 __all__ = ["check_device", "load_device_config", "register", "run_agent"]
 
@@ -26,6 +27,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("check", help="validate a device config, open each sensor, print one reading each")
     p.add_argument("--config", required=True, type=Path, help="the device's TOML file")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each sensor's first reading")
+    p.add_argument("--mqtt", action="store_true",
+                   help="also log in to the MQTT broker with the device's credentials (as <id>-check)")
     p.set_defaults(func=_cmd_check)
 
 
@@ -59,13 +62,19 @@ def _cmd_run(args: Any) -> int:
 
 
 def check_device(config: Config, *, timeout: float = 5.0, out: TextIO = sys.stdout,
-                 clock: Callable[[], float] = time.monotonic) -> bool:
-    """Open each sensor and print its first reading, or why there is none. True if all gave one."""
+                 clock: Callable[[], float] = time.monotonic, mqtt: bool = False) -> bool:
+    """Open each sensor and print its first reading, or why there is none (and, with
+    ``mqtt``, whether the broker accepts the device's login). True if all is well."""
     m = config.mqtt
-    print(f"device {config.device.id} ({config.device.kind}); MQTT {m.host}:{m.port}"
+    endpoint = f"{m.host}:{m.port}"
+    print(f"device {config.device.id} ({config.device.kind}); MQTT {endpoint}"
           f"{' TLS' if m.tls else ''}{f' as {m.username}' if m.username else ''}; "
           f"outbox {config.outbox.path}", file=out)
     ok = True
+    if mqtt:
+        problem = probe_connection(config, timeout=timeout)
+        print(f"FAIL mqtt {endpoint}: {problem}" if problem else f"ok   mqtt {endpoint}: login accepted", file=out)
+        ok = problem is None
     for sc in config.sensors:
         label = f"{sc.name} ({sc.type})"
         try:
@@ -112,4 +121,4 @@ def _cmd_check(args: Any) -> int:
     except (ConfigError, ImportError) as exc:
         print(f"vigil edge check: {exc}", file=sys.stderr)
         return 2
-    return 0 if check_device(config, timeout=args.timeout) else 1
+    return 0 if check_device(config, timeout=args.timeout, mqtt=args.mqtt) else 1

@@ -48,10 +48,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from edge import wire
-from edge.config import Config
+from edge.config import Config, MqttConfig
 from edge.outbox import Outbox
 
-__all__ = ["Publisher", "backoff_delay"]
+__all__ = ["Publisher", "backoff_delay", "probe_connection"]
 
 log = logging.getLogger("vigil.edge")
 
@@ -60,6 +60,17 @@ def backoff_delay(attempt: int, min_s: float, max_s: float, rnd: Callable[[], fl
     """Seconds to wait before reconnect attempt ``attempt`` (0-based): jittered in [cap/2, cap]."""
     cap = min(max_s, min_s * (2 ** min(attempt, 32)))
     return max(min_s, cap * (0.5 + 0.5 * rnd())) if attempt else min_s * (0.5 + 0.5 * rnd())
+
+
+def _credentials(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """The device's login: username/password and/or a client certificate over TLS."""
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, cfg.password)
+    if cfg.tls is not None:
+        t = cfg.tls
+        client.tls_set(ca_certs=str(t.ca) if t.ca else None, certfile=str(t.cert) if t.cert else None,
+                       keyfile=str(t.key) if t.key else None, cert_reqs=ssl.CERT_REQUIRED,
+                       tls_version=ssl.PROTOCOL_TLS_CLIENT)
 
 
 @dataclass(slots=True)
@@ -159,13 +170,7 @@ class Publisher:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.device, clean_session=False,
                         protocol=MQTTProtocolVersion.MQTTv311, reconnect_on_failure=False)
         c.enable_logger(logging.getLogger("vigil.edge.paho"))
-        if self.cfg.username is not None:
-            c.username_pw_set(self.cfg.username, self.cfg.password)
-        if self.cfg.tls is not None:
-            t = self.cfg.tls
-            c.tls_set(ca_certs=str(t.ca) if t.ca else None, certfile=str(t.cert) if t.cert else None,
-                      keyfile=str(t.key) if t.key else None, cert_reqs=ssl.CERT_REQUIRED,
-                      tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        _credentials(c, self.cfg)
         c.will_set(self._topic_status, wire.encode_status(wire.Status("offline", self.version)),
                    qos=1, retain=True)
         c.connect_timeout = self.cfg.connect_timeout_s
@@ -308,3 +313,29 @@ class Publisher:
                 client.disconnect()
         self._client = None
         self._connected = False
+
+
+def probe_connection(config: Config, timeout: float = 10.0) -> str | None:
+    """Log in once with the device's credentials (as ``<id>-check``, a clean session, so a
+    running agent's session is left alone). None when the broker accepted, else why not."""
+    cfg = config.mqtt
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{config.device.id}-check", clean_session=True,
+                    protocol=MQTTProtocolVersion.MQTTv311, reconnect_on_failure=False)
+    result: list[str | None] = []
+    c.on_connect = lambda cl, u, f, reason, p: result.append(f"refused: {reason}" if reason.is_failure else None)
+    c.connect_timeout = min(timeout, cfg.connect_timeout_s)
+    try:
+        _credentials(c, cfg)
+        c.connect(cfg.host, cfg.port, keepalive=cfg.keepalive)
+        deadline = time.monotonic() + timeout
+        while not result and time.monotonic() < deadline:
+            if c.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return f"cannot connect: {exc}"
+    finally:
+        if c.socket() is not None:
+            c.disconnect()
+    if not result:
+        return f"no answer in {timeout:g} s"
+    return result[0]

@@ -77,3 +77,25 @@ def test_client_certificate_and_password_logins_deliver_and_a_wrong_password_onl
         assert gw.seqs("truck-bad") == []
     finally:
         gw.stop()
+
+
+def test_check_mqtt_reports_whether_the_login_is_accepted(tmp_path: Path, secured: tuple[Mosquitto, int, int]) -> None:
+    import io
+
+    from edge.agent_cli import check_device
+
+    _, _, pw_port = secured
+    (tmp_path / "pw").write_text("right horse\n")
+    good = device_toml(tmp_path, "truck-pw", pw_port)
+    good.write_text(good.read_text().replace("keepalive", 'username = "truck-pw"\npassword_file = "pw"\nkeepalive'))
+    out = io.StringIO()
+    assert check_device(load_device_config(good), mqtt=True, timeout=2, out=out)
+    assert f"ok   mqtt 127.0.0.1:{pw_port}: login accepted" in out.getvalue()
+    good.write_text(good.read_text().replace('password_file = "pw"', 'password = "wrong"'))
+    out = io.StringIO()
+    assert not check_device(load_device_config(good), mqtt=True, timeout=2, out=out)
+    assert f"FAIL mqtt 127.0.0.1:{pw_port}: refused: Not authorized" in out.getvalue()
+    closed = device_toml(tmp_path, "truck-x", free_port())
+    out = io.StringIO()
+    assert not check_device(load_device_config(closed), mqtt=True, timeout=2, out=out)
+    assert "FAIL mqtt" in out.getvalue() and "cannot connect" in out.getvalue()
