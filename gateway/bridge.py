@@ -34,7 +34,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -140,7 +140,7 @@ class Bridge:
         client.enable_logger(logging.getLogger("vigil.gateway.paho"))
         if c.username is not None:
             client.username_pw_set(c.username, c.password)
-        client.reconnect_delay_set(0.2, 2)
+        client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]  # seconds, floats work
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -195,14 +195,14 @@ class Bridge:
         if msg.topic.endswith("/ack"):  # a peer bridge's ack
             try:
                 device, _ = wire.parse_topic(msg.topic)
-                self._inbound.put(_PeerAck(device, wire.decode_ack(msg.payload)))
+                self._inbound.put(_PeerAck(device, wire.decode_ack(bytes(msg.payload))))
             except wire.WireError as exc:
                 self._warn("peer-ack", "ignoring an ack on %s: %s", msg.topic, exc)
             if msg.qos:
                 client.ack(msg.mid, msg.qos)
             return
         now = time.time()
-        result = classify(msg.topic, msg.payload, now_ms=int(now * 1000),
+        result = classify(msg.topic, bytes(msg.payload), now_ms=int(now * 1000),
                           telemetry=self.config.telemetry_topic, rejected=self.config.rejected_topic,
                           max_payload=self.config.max_payload, skew=self.config.skew)
         self._inbound.put(_Inbound(self._generation, msg.mid, msg.qos, result, time.monotonic()))
@@ -299,9 +299,9 @@ class Bridge:
                 self._client.ack(c.mid, c.qos)
             self.metrics.ack_latency.observe(time.monotonic() - c.received_at)
             if c.device is not None and c.first_seq is not None and c.ack_seq is not None:
-                seq = self.device_acks.committed(c.device, c.first_seq, c.ack_seq, now_ms)
-                if seq is not None:
-                    acks[c.device] = seq
+                ack = self.device_acks.committed(c.device, c.first_seq, c.ack_seq, now_ms)
+                if ack is not None:
+                    acks[c.device] = ack
         for device, seq in acks.items():
             self._publish_ack(device, seq)
 
@@ -330,7 +330,7 @@ class Bridge:
         c = self.config
         if c.create_topics:
             self._ensure_topics()
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = c.session_expiry_s
         props.ReceiveMaximum = c.receive_maximum
         self._client.connect_async(c.mqtt_host, c.mqtt_port, keepalive=c.keepalive,

@@ -144,11 +144,11 @@ class Registry:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite_utils.Database(self.db_path)
         if "devices" not in self.db.table_names():
-            self.db["devices"].create({"id": str, "kind": str, "name": str, "meta": str, "config": str,
+            self.db.table("devices").create({"id": str, "kind": str, "name": str, "meta": str, "config": str,
                                        "password_hash": str, "created_at": str, "revoked_at": str},
                                       pk="id", not_null={"kind", "name", "created_at"})
         if "bridge_users" not in self.db.table_names():
-            self.db["bridge_users"].create({"name": str, "password_hash": str, "created_at": str}, pk="name")
+            self.db.table("bridge_users").create({"name": str, "password_hash": str, "created_at": str}, pk="name")
 
     # --- devices -----------------------------------------------------------------------
 
@@ -162,10 +162,10 @@ class Registry:
             raise RegistryError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if self._row(device) is not None:
             raise RegistryError(f"device {device!r} is already registered")
-        if device in {r["name"] for r in self.db["bridge_users"].rows}:
+        if device in {r["name"] for r in self.db.table("bridge_users").rows}:
             raise RegistryError(f"{device!r} is a bridge user's name")
         password = credentials.new_password()
-        self.db["devices"].insert({
+        self.db.table("devices").insert({
             "id": device, "kind": kind, "name": name or device, "meta": json.dumps(dict(meta or {})),
             "config": "{}", "password_hash": credentials.hash_password(password),
             "created_at": _now(), "revoked_at": None})
@@ -180,7 +180,7 @@ class Registry:
         return _device(row)
 
     def list(self, *, include_revoked: bool = True) -> list[Device]:
-        rows = self.db["devices"].rows_where(None if include_revoked else "revoked_at is null",
+        rows = self.db.table("devices").rows_where(None if include_revoked else "revoked_at is null",
                                              order_by="id")
         return [_device(r) for r in rows]
 
@@ -189,7 +189,7 @@ class Registry:
         d = self.get(device)
         if not d.active:
             raise RegistryError(f"device {device!r} was already revoked at {d.revoked_at}")
-        self.db["devices"].update(device, {"password_hash": None, "revoked_at": _now()})
+        self.db.table("devices").update(device, {"password_hash": None, "revoked_at": _now()})
         self._publish_files()
         log.info("device revoked id=%s", device)
         return self.get(device)
@@ -201,7 +201,7 @@ class Registry:
             raise RegistryError(f"device {device!r} is revoked")
         config = {**d.config, **updates}
         config = {k: v for k, v in config.items() if v is not None}
-        self.db["devices"].update(device, {"config": json.dumps(config)})
+        self.db.table("devices").update(device, {"config": json.dumps(config)})
         return config
 
     # --- the bridge's own MQTT users -----------------------------------------------------
@@ -211,7 +211,7 @@ class Registry:
         if self._row(name) is not None:
             raise RegistryError(f"{name!r} is a device id")
         password = credentials.new_password()
-        self.db["bridge_users"].upsert({"name": name, "password_hash": credentials.hash_password(password),
+        self.db.table("bridge_users").upsert({"name": name, "password_hash": credentials.hash_password(password),
                                         "created_at": _now()}, pk="name")
         self._publish_files()
         return password
@@ -221,8 +221,8 @@ class Registry:
     def _publish_files(self) -> None:
         if self.mosquitto is None:
             return
-        devices = [r for r in self.db["devices"].rows_where("revoked_at is null")]
-        bridges = list(self.db["bridge_users"].rows)
+        devices = [r for r in self.db.table("devices").rows_where("revoked_at is null")]
+        bridges = list(self.db.table("bridge_users").rows)
         passwords = [(r["id"], r["password_hash"]) for r in devices] + \
                     [(r["name"], r["password_hash"]) for r in bridges]
         self.mosquitto.write(passwords, [r["id"] for r in devices], [r["name"] for r in bridges])
@@ -232,7 +232,7 @@ class Registry:
 
     def _row(self, device: str) -> dict[str, Any] | None:
         try:
-            return dict(self.db["devices"].get(device))
+            return dict(self.db.table("devices").get(device))
         except NotFoundError:
             return None
 
