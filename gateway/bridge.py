@@ -173,6 +173,9 @@ class Bridge:
                       self.config.mqtt_port, reason)
             return
         self._generation += 1
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # small acks must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         shared = self.config.shared
         if shared is None:
             shared = bool(getattr(properties, "SharedSubscriptionAvailable", 1))

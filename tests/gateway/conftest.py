@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -70,6 +71,7 @@ class SecureMosquitto:
             f"persistence_location {self.workdir}/\n"
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
+            "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type all\n")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -221,6 +223,9 @@ class Device:
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
                     properties: object) -> None:
         self.connect_result = reason
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not getattr(reason, "is_failure", False):
             client.subscribe(wire.ack_topic(self.id), qos=1)
             self.connected.set()
