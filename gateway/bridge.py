@@ -111,6 +111,7 @@ class Bridge:
         self._fatal: str | None = None
         self._last_warned: dict[str, float] = {}
         self._last_expiry = 0
+        self._ack_infos: deque[mqtt.MQTTMessageInfo] = deque()  # device acks not yet PUBACKed
         self._producer = Producer(self._producer_settings())
         self._client = self._new_client()
 
@@ -195,6 +196,14 @@ class Bridge:
             log.warning("mqtt disconnected reason=%s; reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._receive(client, msg)
+        except Exception:  # a bug: crash (unacked messages come back) rather than hang
+            log.exception("failed on a message from topic=%s; stopping", msg.topic)
+            self._fatal = "internal error on an MQTT message"
+            self._stop.set()
+
+    def _receive(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/ack"):  # a peer bridge's ack
             try:
                 device, _ = wire.parse_topic(msg.topic)
@@ -309,8 +318,11 @@ class Bridge:
             self._publish_ack(device, seq)
 
     def _publish_ack(self, device: str, seq: int) -> None:
-        self._client.publish(wire.ack_topic(device), wire.encode_ack(seq), qos=1)
+        info = self._client.publish(wire.ack_topic(device), wire.encode_ack(seq), qos=1)
         self.metrics.device_acks.inc()
+        self._ack_infos.append(info)
+        while self._ack_infos and self._ack_infos[0].is_published():
+            self._ack_infos.popleft()
 
     def _log_loop(self) -> None:
         while not self._stop.is_set():
@@ -366,6 +378,12 @@ class Bridge:
                 self._produce_backlog()
                 self._producer.poll(0.01)
                 self._complete()
+            deadline = time.monotonic() + 2  # let the devices' last acks reach Mosquitto
+            while self._ack_infos and time.monotonic() < deadline:
+                if self._ack_infos[0].is_published():
+                    self._ack_infos.popleft()
+                else:
+                    time.sleep(0.01)
         self._client.disconnect()
         self._client.loop_stop()
         self._producer.flush(0 if self._fatal else 2)

@@ -130,3 +130,24 @@ def test_a_mosquitto_restart_loses_nothing(
     # devices' resends bring them, after newer ones, so here order is not kept; loss-free is.
     dups = _check(broker, devices, acked_before, in_order=False)
     print(f"duplicates after a Mosquitto restart: {dups}")
+
+
+def test_a_graceful_restart_of_the_bridge_writes_nothing_twice(
+        site: Site, broker: BrokerProcess, bridge: BridgeProcess) -> None:
+    devices = [Device(site.mosquitto.port, d, site.add_device(d), resend_after=2).start() for d in DEVICES]
+    try:
+        with load(devices, pause=0.05):
+            time.sleep(1)
+            acked_before = {d.id: d.acked for d in devices}
+            bridge.stop()  # SIGTERM: what is in flight is committed and acked before it exits
+            assert bridge.proc is not None and bridge.proc.returncode == 0
+            time.sleep(0.5)
+            bridge.start()
+            time.sleep(1)
+        for d in devices:
+            d.settle(60)
+    finally:
+        for d in devices:
+            d.stop()
+    dups = _check(broker, devices, acked_before)
+    assert sum(dups.values()) == 0, dups
