@@ -21,6 +21,14 @@ unacked events are what at-least-once allows, and the gateway/consumers drop the
 the outbox. When the gateway says nothing for ``ack_timeout_s`` while batches are in
 flight, the window is re-sent the same way (the gateway may have lost them).
 
+Slow start. After every (re)connect and every ack-timeout resend, only ONE batch (the
+oldest unacked events) is sent until the gateway acks it. Acks are cumulative ("every seq
+<= N is in the log"), so if several batches went out while the gateway was not yet
+subscribed (a broker that restarted without persistence, before the gateway's session
+came back), a later batch could reach the gateway and be acked past an earlier one the
+broker threw away — losing it. One probe batch first means a later batch is only ever
+sent once the gateway is known to be listening.
+
 Reconnects back off exponentially with jitter: attempt n waits a uniformly random time in
 [cap/2, cap], cap = min(reconnect_max_s, reconnect_min_s * 2**n), so a fleet that lost its
 gateway together does not reconnect in lockstep.
@@ -104,6 +112,8 @@ class Publisher:
         self._next_attempt = 0.0
         self._window: deque[_Batch] = deque()
         self._last_sent = 0
+        self._probing = True  # one batch in flight until the gateway acks on this connection
+        self._probe_last: int | None = None  # last seq of that probe batch
         self._next_status = 0.0
         self._status_requested = False
         self._stopping = threading.Event()
@@ -223,8 +233,7 @@ class Publisher:
                  self.cfg.port, flags.session_present)
         client.subscribe([(self._topic_ack, 1), (self._topic_config, 1)])
         # the outbox is the source of truth: resend everything not acked, oldest first
-        self._window.clear()
-        self._last_sent = self.outbox.acked
+        self._restart_window()
         self._publish_status()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -248,9 +257,16 @@ class Publisher:
             if self.on_remote_config is not None:
                 self.on_remote_config(doc)
 
+    def _restart_window(self) -> None:
+        self._window.clear()
+        self._last_sent = self.outbox.acked
+        self._probing, self._probe_last = True, None
+
     def _on_ack(self, seq: int) -> None:
         self.outbox.ack(seq)
         acked = self.outbox.acked
+        if self._probing and self._probe_last is not None and acked >= self._probe_last:
+            self._probing = False  # the gateway is listening: open the window
         while self._window and self._window[0].last <= acked:
             self._window.popleft()
         if self._last_sent < acked:
@@ -258,7 +274,7 @@ class Publisher:
 
     def _fill_window(self) -> None:
         assert self._client is not None
-        while len(self._window) < self.cfg.inflight_batches:
+        while len(self._window) < (1 if self._probing else self.cfg.inflight_batches):
             after = max(self._last_sent, self.outbox.acked)
             batch = self.outbox.next_batch(self.batch_max_events, wire.MAX_EVENTS_PAYLOAD, after_seq=after)
             if not batch:
@@ -268,6 +284,8 @@ class Publisher:
                 self._lost(f"publish failed: {mqtt.error_string(info.rc)}")
                 return
             self._window.append(_Batch(batch[0].seq, batch[-1].seq, self._clock()))
+            if self._probing and self._probe_last is None:
+                self._probe_last = batch[-1].seq
             self._last_sent = batch[-1].seq
             self.batches_sent += 1
             self.events_sent += len(batch)
@@ -278,8 +296,7 @@ class Publisher:
                         self._window[0].first, self._window[0].last, self.cfg.ack_timeout_s,
                         self.outbox.acked + 1)
             self.resends += 1
-            self._window.clear()
-            self._last_sent = self.outbox.acked
+            self._restart_window()
 
     def _maybe_status(self) -> None:
         if self._status_requested or self._clock() >= self._next_status:

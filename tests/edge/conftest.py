@@ -95,6 +95,7 @@ class FakeGateway:
     received: dict[str, list[Received]] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, wire.Status] = field(default_factory=dict)
+    batches: dict[str, int] = field(default_factory=dict)  # MQTT messages received per device
     lock: threading.Lock = field(default_factory=threading.Lock)
     client: mqtt.Client | None = None
 
@@ -128,6 +129,7 @@ class FakeGateway:
         batch = wire.decode_events(msg.payload)
         assert not batch.invalid, batch.invalid
         with self.lock:
+            self.batches[device] = self.batches.get(device, 0) + 1
             got = self.received.setdefault(device, [])
             acked = self.acked.get(device, 0)
             now = time.monotonic()

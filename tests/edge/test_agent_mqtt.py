@@ -186,3 +186,26 @@ def test_fresh_readings_queue_behind_a_backlog_but_latency_recovers_within_secon
     # once the backlog is gone, a reading reaches the gateway within a poll tick or two
     after = [c.wall - c.ts / 1000 for c in fresh if c.ts / 1000 > drained_at]
     assert len(after) >= 10 and max(after) < 0.5, after
+
+
+def test_after_connecting_one_batch_probes_the_gateway_before_the_window_opens(
+        tmp_path: Path, mosquitto: Mosquitto, gateway: FakeGateway) -> None:
+    """Acks are cumulative: were several batches sent before the gateway listens, a later one
+    could be acked past an earlier one the broker dropped. So: one batch, an ack, then more."""
+    gateway.acking = False
+    backlog = 1000
+    cfg = load_device_config(device_toml(tmp_path, "truck-7", mosquitto.port, rate=10, batch_max_events=100))
+    with Outbox(cfg.outbox.path, "truck-7") as box:
+        from edge.sensors.base import Reading
+        box.append([Reading("gps", {"i": i}, 1_764_072_000_000 + i) for i in range(backlog)])
+    with running(cfg) as agent:
+        wait_until(lambda: gateway.batches.get("truck-7", 0) >= 1, what="the probe batch")
+        time.sleep(0.5)
+        assert gateway.batches["truck-7"] == 1 and gateway.seqs("truck-7") == list(range(1, 101))
+        publish(mosquitto.port, wire.ack_topic("truck-7"), wire.encode_ack(100))
+        wait_until(lambda: gateway.batches["truck-7"] >= 1 + cfg.mqtt.inflight_batches, what="the window")
+        time.sleep(0.3)
+        assert gateway.batches["truck-7"] == 1 + cfg.mqtt.inflight_batches  # now a full window
+        gateway.acking = True
+        publish(mosquitto.port, wire.ack_topic("truck-7"), wire.encode_ack(100 * (1 + cfg.mqtt.inflight_batches)))
+        wait_until(lambda: agent.outbox.acked >= backlog, what="the rest")
