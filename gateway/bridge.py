@@ -97,6 +97,14 @@ _PERMANENT = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE,
               KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG}
 
 
+def _waiting(info: mqtt.MQTTMessageInfo) -> bool:
+    """A publish still on its way (not one already through, nor one that failed)."""
+    try:
+        return not info.is_published()
+    except (RuntimeError, ValueError):  # failed: not connected, queue full
+        return False
+
+
 class Bridge:
     def __init__(self, config: BridgeConfig, metrics: BridgeMetrics | None = None) -> None:
         self.config = config
@@ -321,7 +329,7 @@ class Bridge:
         info = self._client.publish(wire.ack_topic(device), wire.encode_ack(seq), qos=1)
         self.metrics.device_acks.inc()
         self._ack_infos.append(info)
-        while self._ack_infos and self._ack_infos[0].is_published():
+        while self._ack_infos and not _waiting(self._ack_infos[0]):
             self._ack_infos.popleft()
 
     def _log_loop(self) -> None:
@@ -380,7 +388,7 @@ class Bridge:
                 self._complete()
             deadline = time.monotonic() + 2  # let the devices' last acks reach Mosquitto
             while self._ack_infos and time.monotonic() < deadline:
-                if self._ack_infos[0].is_published():
+                if not _waiting(self._ack_infos[0]):
                     self._ack_infos.popleft()
                 else:
                     time.sleep(0.01)

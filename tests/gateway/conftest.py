@@ -179,6 +179,7 @@ def bridge(site: Site, broker: BrokerProcess, tmp_path: Path) -> Iterator[Bridge
     b = BridgeProcess(site, broker.bootstrap, tmp_path).start()
     try:
         yield b
+        assert b.proc is not None and b.proc.poll() is None, f"the bridge died:\n{b.log()[-3000:]}"
     finally:
         b.stop()
 
