@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -31,6 +32,7 @@ __all__ = ["Agent", "agent_version", "build_sensor", "build_sensors"]
 
 log = logging.getLogger("vigil.edge")
 
+_OPTION_MESSAGE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*: ")
 EXPIRE_EVERY_S = 10.0
 SENSOR_RETRY_MIN_S = 1.0
 SENSOR_RETRY_MAX_S = 60.0
@@ -55,9 +57,11 @@ def build_sensor(sc: SensorConfig) -> Sensor:
     except ConfigError:
         raise
     except (ValueError, TypeError, KeyError, LookupError) as exc:
-        msg = str(exc)
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         if not msg.startswith("sensors["):
-            msg = f"sensors[{sc.index}] ({sc.name}): {msg}"
+            # drivers say "baudrate: expected an integer"; name the entry as the config does
+            key = _OPTION_MESSAGE.match(msg)
+            msg = f"sensors[{sc.index}].{msg}" if key else f"sensors[{sc.index}] ({sc.name}): {msg}"
         raise ConfigError([msg]) from None
 
 

@@ -64,3 +64,11 @@ def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     config.write_text(config.read_text().replace("rate = 200", "rate = -1"))
     done = vigil("check", "--config", str(config).replace("truck-5", "truck-5"))
     assert done.returncode == 2 or "sensors[0].rate: must be a positive number" in done.stdout
+
+
+def test_a_driver_refusing_its_options_is_reported_as_the_configs_key(tmp_path: Path) -> None:
+    config = device_toml(tmp_path, "truck-6", free_port(),
+                         extra_sensors='[[sensors]]\nname = "gps"\ntype = "gps"\nport = "/dev/null"\nbaudrate = "fast"\n')
+    done = vigil("run", "--config", str(config))
+    assert done.returncode == 2
+    assert "sensors[1].baudrate: expected an integer, got 'fast'" in done.stderr
