@@ -65,6 +65,7 @@ class BridgeConfig:
     shared: bool | None = None  # None: when the broker says it supports it
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 1000  # unacked messages the MQTT broker may send us (MQTT 5)
+    mqtt_version: str = "5"  # or "3.1.1" (then clean_session=False, no $share, e.g. amqtt)
     keepalive: int = 15
     telemetry_topic: str = "telemetry"
     rejected_topic: str = "telemetry.rejected"
@@ -144,8 +145,12 @@ class Bridge:
 
     def _new_client(self) -> mqtt.Client:
         c = self.config
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        if c.mqtt_version == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id,
+                                 protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, clean_session=False,
+                                 protocol=MQTTProtocolVersion.MQTTv311, manual_ack=True)
         client.enable_logger(logging.getLogger("vigil.gateway.paho"))
         if c.username is not None:
             client.username_pw_set(c.username, c.password)
@@ -185,13 +190,17 @@ class Bridge:
         sock = client.socket()
         if isinstance(sock, socket.socket):  # small acks must not wait for Nagle
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        v5 = self.config.mqtt_version == "5"
         shared = self.config.shared
-        if shared is None:
-            shared = bool(getattr(properties, "SharedSubscriptionAvailable", 1))
+        if shared is None:  # MQTT 5 says whether $share works; on 3.1.1 we cannot know
+            shared = v5 and bool(getattr(properties, "SharedSubscriptionAvailable", 1))
         base = f"{wire.TOPIC_ROOT}/+/events"
         topic = f"$share/{self.config.group}/{base}" if shared else base
-        client.subscribe([(topic, SubscribeOptions(qos=1)),
-                          (f"{wire.TOPIC_ROOT}/+/ack", SubscribeOptions(qos=0, noLocal=True))])
+        peers = f"{wire.TOPIC_ROOT}/+/ack"  # other bridges' acks (our own echo is harmless)
+        if v5:
+            client.subscribe([(topic, SubscribeOptions(qos=1)), (peers, SubscribeOptions(qos=0, noLocal=True))])
+        else:
+            client.subscribe([(topic, 1), (peers, 0)])
         self._connected.set()
         log.info("mqtt connected host=%s port=%d session_present=%s subscription=%s",
                  self.config.mqtt_host, self.config.mqtt_port,
@@ -353,11 +362,14 @@ class Bridge:
         c = self.config
         if c.create_topics:
             self._ensure_topics()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = c.session_expiry_s
-        props.ReceiveMaximum = c.receive_maximum
-        self._client.connect_async(c.mqtt_host, c.mqtt_port, keepalive=c.keepalive,
-                                   clean_start=False, properties=props)
+        if c.mqtt_version == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = c.session_expiry_s
+            props.ReceiveMaximum = c.receive_maximum
+            self._client.connect_async(c.mqtt_host, c.mqtt_port, keepalive=c.keepalive,
+                                       clean_start=False, properties=props)
+        else:
+            self._client.connect_async(c.mqtt_host, c.mqtt_port, keepalive=c.keepalive)
         self._client.loop_start()
         log.info("bridge started mqtt=%s:%d bootstrap=%s client_id=%s", c.mqtt_host, c.mqtt_port,
                  c.bootstrap, c.client_id)

@@ -1,4 +1,4 @@
-"""``vigil gateway bridge`` and ``vigil devices add|list|show|revoke|config|bridge-user``:
+"""``vigil gateway bridge``, ``vigil gateway mqtt`` (the embedded broker) and ``vigil devices add|list|show|revoke|config|bridge-user``:
 thin argparse layers over ``gateway.bridge.Bridge`` and ``gateway.registry.Registry``.
 
 Settings come from options, with environment variables as defaults:
@@ -49,6 +49,8 @@ def register(sub: Any) -> None:
     b.add_argument("--client-id", default=None, help="MQTT client id: keep it stable (persistent session)")
     b.add_argument("--group", default="vigil-bridge", help="shared subscription group")
     b.add_argument("--no-shared", action="store_true", help="plain subscription, even if $share works")
+    b.add_argument("--mqtt-version", choices=["5", "3.1.1"], default="5",
+                   help="5 (default; Mosquitto) or 3.1.1 (the embedded broker)")
     b.add_argument("--telemetry-topic", default="telemetry")
     b.add_argument("--rejected-topic", default="telemetry.rejected")
     b.add_argument("--max-payload", type=int, default=None, help="bytes (default: the wire limit)")
@@ -58,6 +60,12 @@ def register(sub: Any) -> None:
     b.add_argument("--compression", default="lz4", choices=["none", "gzip", "snappy", "lz4", "zstd"])
     b.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     b.set_defaults(func=_bridge)
+
+    m = gsub.add_parser("mqtt", help="the embedded MQTT broker (amqtt), checking the device registry")
+    m.add_argument("--listen", type=_host_port, default=_host_port(_env("VIGIL_MQTT", "127.0.0.1:1883") or ""),
+                   metavar="HOST:PORT")
+    m.add_argument("--registry", default=_env("VIGIL_REGISTRY", "var/gateway/devices.db"))
+    m.set_defaults(func=_mqtt)
 
     d = sub.add_parser("devices", help="the device registry and MQTT credentials")
     d.add_argument("--registry", default=_env("VIGIL_REGISTRY", "var/gateway/devices.db"))
@@ -118,7 +126,7 @@ def _bridge(args: argparse.Namespace) -> int:
         shared=False if args.no_shared else None, telemetry_topic=args.telemetry_topic,
         rejected_topic=args.rejected_topic,
         skew=SkewBounds(int(args.skew_future_s * 1000), int(args.skew_past_s * 1000)),
-        linger_ms=args.linger_ms, compression=args.compression, **extra)
+        linger_ms=args.linger_ms, compression=args.compression, mqtt_version=args.mqtt_version, **extra)
     metrics = BridgeMetrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
@@ -130,6 +138,13 @@ def _bridge(args: argparse.Namespace) -> int:
     except BridgeFailed as exc:
         print(f"vigil gateway bridge: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _mqtt(args: argparse.Namespace) -> int:
+    from gateway.embedded import serve
+
+    serve(args.listen[0], args.listen[1], args.registry)
     return 0
 
 

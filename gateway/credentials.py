@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_ITERATIONS",
     "acl_text",
     "hash_password",
+    "may",
     "new_password",
     "password_file_text",
     "verify_password",
@@ -86,3 +87,32 @@ def acl_text(devices: Iterable[str], bridge_users: Iterable[str]) -> str:
                    f"topic read {wire.ack_topic(device)}\n"
                    f"topic read {wire.config_topic(device)}\n")
     return "".join(out)
+
+
+def _filter_within(requested: str, allowed: str) -> bool:
+    """Whether topic (or filter) ``requested`` lies within filter ``allowed`` (``+`` only)."""
+    req, alw = requested.split("/"), allowed.split("/")
+    if len(req) != len(alw):
+        return False
+    return all(a == "+" or (r == a and r not in ("+", "#")) for r, a in zip(req, alw, strict=True))
+
+
+def may(role: str, user: str, topic: str, action: str) -> bool:
+    """The ACL as a function (what ``acl_text`` tells Mosquitto), for brokers that ask per
+    request: ``role`` is ``device`` or ``bridge``, ``action`` is ``publish``, ``subscribe``
+    or ``receive``."""
+    root = wire.TOPIC_ROOT
+    if role == "bridge":
+        if action == "publish":
+            allowed = [f"{root}/+/ack", f"{root}/+/config"]
+        else:
+            allowed = [f"{root}/+/events", f"{root}/+/status", f"{root}/+/ack"]
+    elif role == "device":
+        try:
+            allowed = ([wire.events_topic(user), wire.status_topic(user)] if action == "publish"
+                       else [wire.ack_topic(user), wire.config_topic(user)])
+        except wire.WireError:
+            return False
+    else:
+        return False
+    return any(_filter_within(topic, a) for a in allowed)

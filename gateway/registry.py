@@ -216,6 +216,16 @@ class Registry:
         self._publish_files()
         return password
 
+    def mqtt_user(self, user: str) -> tuple[str, str] | None:
+        """(role, password hash) of an MQTT user allowed in now: an active device
+        (``device``) or a bridge user (``bridge``); None for anyone else."""
+        row = self._row(user)
+        if row is not None:
+            return ("device", row["password_hash"]) if row["revoked_at"] is None else None
+        for r in self.db.table("bridge_users").rows_where("name = ?", [user]):
+            return "bridge", r["password_hash"]
+        return None
+
     # --- Mosquitto ------------------------------------------------------------------------
 
     def _publish_files(self) -> None:
