@@ -20,8 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import amqtt.broker
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
+from amqtt.errors import MQTTError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
@@ -99,6 +102,26 @@ class RegistryTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
         return credentials.may(found[0], session.username, topic, str(action.value))
 
 
+class _AuthFirstHandler(BrokerProtocolHandler):  # type: ignore[misc]
+    """amqtt (0.12) looks a CONNECT's client id up in its sessions -- and takes over (or,
+    with clean_session, deletes) the live session of that id -- before it checks the
+    password, so anyone could knock a device off by connecting with its id and any
+    password. This handler refuses a bad login right after reading CONNECT, before the
+    broker touches any session."""
+
+    @classmethod
+    async def init_from_connect(cls, reader: Any, writer: Any, plugins_manager: Any,
+                                loop: Any = None) -> tuple[Any, Session]:
+        handler, session = await super().init_from_connect(reader, writer, plugins_manager, loop)
+        returns = await plugins_manager.map_plugin_auth(session=session)
+        results = [r for r in (returns or {}).values() if r is not None]
+        if not results or not all(results):
+            handler.attach(session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            raise MQTTError(f"client {session.client_id!r} (user {session.username!r}) not authorized")
+        return handler, session
+
+
 def broker_config(host: str, port: int, registry: str, cache_s: float = 1.0) -> dict[str, Any]:
     plugin = {"registry": registry, "cache_s": cache_s}
     return {
@@ -111,6 +134,7 @@ def broker_config(host: str, port: int, registry: str, cache_s: float = 1.0) -> 
 
 
 async def _serve(host: str, port: int, registry: str) -> None:
+    amqtt.broker.BrokerProtocolHandler = _AuthFirstHandler  # see the class
     broker = Broker(broker_config(host, port, registry))
     await broker.start()
     log.info("embedded mqtt broker listening on %s:%d registry=%s", host, port, registry)

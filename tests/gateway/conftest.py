@@ -208,7 +208,8 @@ class Device:
         self.client.reconnect_delay_set(0.1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.disconnects = 0
+        self.client.on_disconnect = self._on_disconnect
 
     def start(self, wait: bool = True) -> Device:
         self.client.connect_async("127.0.0.1", self.port, keepalive=10)
@@ -230,6 +231,10 @@ class Device:
         if not getattr(reason, "is_failure", False):
             client.subscribe(wire.ack_topic(self.id), qos=1)
             self.connected.set()
+
+    def _on_disconnect(self, *args: object) -> None:
+        self.connected.clear()
+        self.disconnects += 1
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         seq = wire.decode_ack(msg.payload)

@@ -107,3 +107,16 @@ def test_the_embedded_broker_applies_the_registry(
         for d in (good, evil, wrong):
             d.stop()
     assert by_device(read_topic(broker.bootstrap, "telemetry", min_count=30)) == {"truck-1": list(range(1, 31))}
+
+
+def test_a_bad_login_with_a_devices_id_does_not_knock_it_off(embedded_site: Site) -> None:
+    port = embedded_site.mosquitto.port
+    real = Device(port, "truck-1", embedded_site.add_device("truck-1")).start()
+    impostor = Device(port, "truck-1", "guess").start(wait=False)
+    try:
+        time.sleep(2)  # the impostor retries several times meanwhile
+        assert not impostor.connected.is_set()
+        assert real.connected.is_set() and real.disconnects == 0
+    finally:
+        impostor.stop()
+        real.stop()

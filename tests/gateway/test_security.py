@@ -133,3 +133,15 @@ def test_the_bridge_user_alone_reads_every_devices_events(site: Site) -> None:
         spy.stop()
         victim.stop()
     assert seen == []
+
+
+def test_a_bad_login_with_a_devices_id_does_not_knock_it_off(site: Site) -> None:
+    real = Device(site.mosquitto.port, "truck-1", site.add_device("truck-1")).start()
+    impostor = Device(site.mosquitto.port, "truck-1", "guess").start(wait=False)
+    try:
+        time.sleep(2)
+        assert not impostor.connected.is_set()
+        assert real.connected.is_set() and real.disconnects == 0
+    finally:
+        impostor.stop()
+        real.stop()
