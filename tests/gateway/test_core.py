@@ -103,3 +103,23 @@ def test_a_peer_ack_below_ours_changes_nothing() -> None:
     acks = DeviceAcks()
     acks.committed("d1", 1, 50, now_ms=0)
     assert acks.observed("d1", 30) is None and acks.acked("d1") == 50
+
+
+def test_the_acl_gives_each_device_its_own_topics_only() -> None:
+    from gateway.credentials import acl_text, may
+
+    assert may("device", "truck-1", "vigil/truck-1/events", "publish")
+    assert may("device", "truck-1", "vigil/truck-1/status", "publish")
+    assert not may("device", "truck-1", "vigil/truck-2/events", "publish")
+    assert not may("device", "truck-1", "vigil/truck-1/ack", "publish")
+    assert may("device", "truck-1", "vigil/truck-1/ack", "subscribe")
+    assert not may("device", "truck-1", "vigil/+/ack", "subscribe")
+    assert not may("device", "truck-1", "vigil/#", "subscribe")
+    assert may("bridge", "vigil-bridge", "vigil/+/events", "subscribe")
+    assert may("bridge", "vigil-bridge", "vigil/truck-1/events", "receive")
+    assert may("bridge", "vigil-bridge", "vigil/truck-1/ack", "publish")
+    assert not may("bridge", "vigil-bridge", "vigil/truck-1/events", "publish")
+    assert not may("bridge", "vigil-bridge", "vigil/#", "subscribe")
+    text = acl_text(["truck-1"], ["vigil-bridge"])
+    assert "user truck-1\ntopic write vigil/truck-1/events\ntopic write vigil/truck-1/status\n" \
+           "topic read vigil/truck-1/ack\ntopic read vigil/truck-1/config\n" in text

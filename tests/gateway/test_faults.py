@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from tests.conftest import BrokerProcess
 from tests.gateway.conftest import BridgeProcess, Device, Site, read_topic
@@ -151,3 +152,22 @@ def test_a_graceful_restart_of_the_bridge_writes_nothing_twice(
             d.stop()
     dups = _check(broker, devices, acked_before)
     assert sum(dups.values()) == 0, dups
+
+
+def test_a_bridge_started_before_the_log_waits_for_it(
+        site: Site, broker: BrokerProcess, tmp_path: Path) -> None:
+    broker.stop()
+    bridge = BridgeProcess(site, broker.bootstrap, tmp_path, client_id="early-bridge").start()
+    d = Device(site.mosquitto.port, "truck-1", site.add_device("truck-1"), resend_after=2).start()
+    try:
+        d.send(100)
+        time.sleep(2)
+        assert d.acked == 0, "nothing is acked before the log has it"
+        broker.start()
+        d.settle(60)
+        assert bridge.proc is not None and bridge.proc.poll() is None
+    finally:
+        d.stop()
+        bridge.stop()
+    records = read_topic(broker.bootstrap, "telemetry", min_count=100)
+    assert sorted({int(r.json()["seq"]) for r in records}) == list(range(1, 101))  # type: ignore[call-overload]
