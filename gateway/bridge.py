@@ -120,6 +120,7 @@ class Bridge:
         self._fatal: str | None = None
         self._last_warned: dict[str, float] = {}
         self._last_expiry = 0
+        self._committed: dict[str, Any] = {}
         self._ack_infos: deque[mqtt.MQTTMessageInfo] = deque()  # device acks not yet PUBACKed
         self._producer = Producer(self._producer_settings())
         self._client = self._new_client()
@@ -285,11 +286,17 @@ class Bridge:
             self._backlog.popleft()
         self.metrics.backlog.set(len(self._backlog))
 
+    def _committed_counter(self, topic: str) -> Any:
+        counter = self._committed.get(topic)
+        if counter is None:
+            counter = self._committed[topic] = self.metrics.committed.labels(topic)
+        return counter
+
     def _delivery_callback(self, token: int, rec: Record) -> Any:
         def delivered(err: KafkaError | None, msg: Any) -> None:
             if err is None:
                 self.ledger.delivered(token)
-                self.metrics.committed.labels(rec.topic).inc()
+                self._committed_counter(rec.topic).inc()
                 return
             self.metrics.delivery_errors.labels(err.name()).inc()
             if err.fatal():
