@@ -6,7 +6,10 @@ the supervisor as it is built (MQTT broker, gateway, processors, API, simulators
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,14 +108,89 @@ def _ensure_topics(bootstrap: str, timeout: float = 20) -> None:
                 time.sleep(0.3)
 
 
-def up(var: Path, broker_port: int = 9092) -> int:
+def find_mosquitto() -> str | None:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def mosquitto_conf(var: Path, port: int) -> Path:
+    """A Mosquitto config for the box: devices authenticate with the registry's password
+    file, the ACL keeps each device on its own topics."""
+    mqtt = var / "mqtt"
+    mqtt.mkdir(parents=True, exist_ok=True)
+    conf = mqtt / "mosquitto.conf"
+    conf.write_text(
+        # stay the user who runs the demo (as root, Mosquitto would switch to "mosquitto",
+        # who cannot write under ./var)
+        f"user {getpass.getuser()}\n"
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous false\n"
+        f"password_file {mqtt / 'passwd'}\n"
+        f"acl_file {mqtt / 'acl'}\n"
+        f"pid_file {mqtt / 'mosquitto.pid'}\n"
+        "persistence true\n"
+        f"persistence_location {mqtt}/\n"
+        "max_queued_messages 100000\n"
+        "set_tcp_nodelay true\n"
+    )
+    return conf
+
+
+def provision_simulated_devices(var: Path, vehicles: int, patients: int) -> tuple[Path, Path]:
+    """Register the simulated devices and the bridge in the device registry (writing the
+    Mosquitto password and ACL files); returns (device credentials file, bridge password
+    file). Passwords are shown once by the registry, so the demo keeps them in var/."""
+    from gateway import MosquittoFiles, Registry
+
+    mqtt = var / "mqtt"
+    creds_path = var / "edge-sim" / "credentials.json"
+    creds: dict[str, str] = json.loads(creds_path.read_text()) if creds_path.exists() else {}
+    registry_path = var / "gateway" / "registry.db"
+    wanted = [f"veh-{i + 1:03d}" for i in range(vehicles)] + [f"bed-{i + 1:03d}" for i in range(patients)]
+    if any(d not in creds for d in wanted) and registry_path.exists():
+        registry_path.unlink()  # a demo registry whose passwords we lost: start it again
+        creds = {}
+    registry = Registry(registry_path, MosquittoFiles(mqtt / "passwd", mqtt / "acl", mqtt / "mosquitto.pid"))
+    for device in wanted:
+        if device not in creds:
+            kind = "patient" if device.startswith("bed-") else "vehicle"
+            creds[device] = registry.add(device, kind, name=f"simulated {kind} {device}")
+    bridge_password = registry.set_bridge_user("vigil-bridge")
+    creds_path.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((creds_path, json.dumps(creds)), (var / "gateway" / "bridge.password", bridge_password)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(text)
+    return creds_path, var / "gateway" / "bridge.password"
+
+
+def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int = 5, patients: int = 3,
+       speedup: float = 1.0) -> int:
     var = var.resolve()
     bootstrap = f"127.0.0.1:{broker_port}"
+    mqtt_address = f"127.0.0.1:{mqtt_port}"
     python = sys.executable
+    logs = var / "logs"
     children = [
         Child("broker", [python, "-m", "deploy.cli", "broker", "--listen", bootstrap,
-                         "--data-dir", str(var / "broker")], var / "logs" / "broker.log"),
+                         "--data-dir", str(var / "broker")], logs / "broker.log"),
     ]
+    mosquitto = find_mosquitto()
+    if mosquitto is not None:
+        creds, bridge_password = provision_simulated_devices(var, vehicles, patients)
+        children += [
+            Child("mosquitto", [mosquitto, "-c", str(mosquitto_conf(var, mqtt_port))], logs / "mosquitto.log"),
+            Child("bridge", [python, "-m", "deploy.cli", "gateway", "bridge", "--mqtt", mqtt_address,
+                             "--bootstrap", bootstrap, "--username", "vigil-bridge",
+                             "--password-file", str(bridge_password), "--client-id", "vigil-up-bridge"],
+                  logs / "bridge.log"),
+            Child("devices", [python, "-m", "deploy.cli", "edge", "simulate", "--vehicles", str(vehicles),
+                              "--patients", str(patients), "--speedup", str(speedup), "--mqtt", mqtt_address,
+                              "--credentials", str(creds), "--outbox-dir", str(var / "edge-sim")],
+                  logs / "devices.log"),
+        ]
     sup = Supervisor(children)
     stop = {"flag": False}
 
@@ -124,14 +202,21 @@ def up(var: Path, broker_port: int = 9092) -> int:
     sup.start()
     try:
         _ensure_topics(bootstrap)
-        print(f"Vigil is up (data in {var}, logs in {var / 'logs'}):")
+        print(f"Vigil is up (data in {var}, logs in {logs}):")
         print(f"  log broker (Kafka protocol)  {bootstrap}")
         print(f"  topics                       {', '.join(TOPICS)}")
+        if mosquitto is not None:
+            print(f"  MQTT broker (Mosquitto)      {mqtt_address}  ({mosquitto})")
+            print("  gateway bridge               MQTT vigil/+/events -> telemetry, acks to devices")
+            print(f"  simulated devices            {vehicles} vehicles, {patients} patients (real agents)")
+        else:
+            print("  no MQTT broker found: install mosquitto (apt-get install mosquitto) to run the")
+            print("  bridge and the simulated devices too")
         vigil = Path(python).parent / "vigil"
         cmd = str(vigil) if vigil.exists() else f"{python} -m deploy.cli"
         print("Try, in another terminal:")
-        print(f"  echo 'dev-1:hello' | {cmd} produce --topic telemetry --key-separator : --bootstrap-server {bootstrap}")
-        print(f"  {cmd} consume --topic telemetry --from-beginning --print-key --bootstrap-server {bootstrap}")
+        print(f"  {cmd} consume --topic telemetry --print-key --bootstrap-server {bootstrap}")
+        print(f"  {cmd} groups list --bootstrap-server {bootstrap}")
         print(f"  {cmd} topics describe --bootstrap-server {bootstrap}")
         print("Press Ctrl-C to stop.", flush=True)
         while not stop["flag"]:
@@ -147,7 +232,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("up", help="run the whole appliance on this machine (supervised)")
     p.add_argument("--var", default="var", help="where data and logs go (default ./var)")
     p.add_argument("--broker-port", type=int, default=9092, help="Kafka protocol port (default 9092)")
-    p.set_defaults(func=lambda args: up(Path(args.var), args.broker_port))
+    p.add_argument("--mqtt-port", type=int, default=1883, help="MQTT port (default 1883)")
+    p.add_argument("--vehicles", type=int, default=5, help="simulated vehicles (default 5)")
+    p.add_argument("--patients", type=int, default=3, help="simulated patients (default 3)")
+    p.add_argument("--speedup", type=float, default=1.0, help="simulated seconds per second (default 1)")
+    p.set_defaults(func=lambda args: up(Path(args.var), args.broker_port, args.mqtt_port, args.vehicles,
+                                        args.patients, args.speedup))
 
 
 if __name__ == "__main__":

@@ -37,9 +37,38 @@ def _replay(args: Any) -> int:
 
 
 def _simulate(args: Any) -> int:
+    if args.mqtt:
+        return _simulate_agents(args)
     from edge.sim.run import simulate_cli
 
     return simulate_cli(args)
+
+
+def _simulate_agents(args: Any) -> int:
+    import signal
+    import sys
+    import threading
+    from pathlib import Path
+
+    from edge.sim import Simulation
+    from edge.sim_agents import load_credentials, run_simulated_agents
+
+    host, _, port = args.mqtt.rpartition(":")
+    try:
+        credentials = load_credentials(args.credentials)
+        sim = Simulation(args.vehicles, args.patients, args.seed, speedup=args.speedup,
+                         traffic=args.traffic, line_noise=args.line_noise)
+    except (ValueError, OSError) as exc:
+        print(f"vigil edge simulate: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.duration:
+        threading.Timer(args.duration / args.speedup, stop.set).start()
+    run_simulated_agents(sim, host=host or "127.0.0.1", port=int(port), credentials=credentials,
+                         outbox_dir=Path(args.outbox_dir), stop=stop)
+    return 0
 
 
 def register(sub: Any) -> None:
@@ -62,4 +91,10 @@ def register(sub: Any) -> None:
                    help="share of GPS and monitor lines sent with a corrupted byte (default 0)")
     s.add_argument("--print", action="store_true", dest="print_readings",
                    help="print every reading as a JSON line")
+    s.add_argument("--mqtt", metavar="HOST:PORT",
+                   help="publish through a real agent per device to this MQTT broker (instead of printing)")
+    s.add_argument("--credentials", metavar="FILE",
+                   help="with --mqtt: a JSON object of device id -> MQTT password (user = device id)")
+    s.add_argument("--outbox-dir", default="var/edge-sim", metavar="DIR",
+                   help="with --mqtt: where the agents keep their outboxes (default var/edge-sim)")
     s.set_defaults(func=_simulate)
