@@ -20,6 +20,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tests/perf/bench_broker.py $(BENCH_ARGS)
+	PYTHONPATH=. $(PY) tests/perf/bench_edge.py
+	PYTHONPATH=. $(PY) tests/perf/bench_gateway.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
