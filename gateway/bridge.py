@@ -76,6 +76,7 @@ class BridgeConfig:
     producer_config: dict[str, str] = field(default_factory=dict)
     create_topics: bool = True
     gap_wait_ms: int = 2000  # how long a device ack waits for a gap another bridge may fill
+    max_in_flight: int = 20_000  # messages held unacked before the bridge stops reading MQTT
 
 
 @dataclass(slots=True)
@@ -231,6 +232,12 @@ class Bridge:
             if msg.qos:
                 client.ack(msg.mid, msg.qos)
             return
+        # Memory stays bounded even when the MQTT broker ignores its in-flight limit (Mosquitto
+        # 2.0.11): past max_in_flight, stop reading until the log catches up. A long stall
+        # costs the MQTT connection (keepalive); the unacked messages are then redelivered.
+        while self._inbound.qsize() + len(self.ledger) >= self.config.max_in_flight and not self._stop.is_set():
+            self._warn("in-flight", "%d messages in flight: waiting for the log", len(self.ledger))
+            time.sleep(0.01)
         now = time.time()
         result = classify(msg.topic, bytes(msg.payload), now_ms=int(now * 1000),
                           telemetry=self.config.telemetry_topic, rejected=self.config.rejected_topic,
