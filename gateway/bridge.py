@@ -122,6 +122,7 @@ class Bridge:
         self._last_warned: dict[str, float] = {}
         self._last_expiry = 0
         self._committed: dict[str, Any] = {}
+        self._committed_pending: dict[str, int] = {}  # counted here, added to the metric in bulk
         self._ack_infos: deque[mqtt.MQTTMessageInfo] = deque()  # device acks not yet PUBACKed
         self._producer = Producer(self._producer_settings())
         self._client = self._new_client()
@@ -303,7 +304,7 @@ class Bridge:
         def delivered(err: KafkaError | None, msg: Any) -> None:
             if err is None:
                 self.ledger.delivered(token)
-                self._committed_counter(rec.topic).inc()
+                self._committed_pending[rec.topic] = self._committed_pending.get(rec.topic, 0) + 1
                 return
             self.metrics.delivery_errors.labels(err.name()).inc()
             if err.fatal():
@@ -332,6 +333,10 @@ class Bridge:
                 self._warn("gap", "a gap before seq %d of %s was not filled in %d ms; acking past it",
                            seq, device, self.config.gap_wait_ms)
                 self._publish_ack(device, seq)
+        if self._committed_pending:
+            for topic, n in self._committed_pending.items():
+                self._committed_counter(topic).inc(n)
+            self._committed_pending.clear()
         done = self.ledger.pop_completed()
         if not done:
             return
