@@ -140,9 +140,13 @@ class Registry:
     db: sqlite_utils.Database = field(init=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.db_path, str) and self.db_path != ":memory:":
+            self.db_path = Path(self.db_path)
         if isinstance(self.db_path, Path):
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite_utils.Database(self.db_path)
+        if isinstance(self.db_path, Path):
+            self.db.enable_wal()  # brokers read it (embedded auth) while vigil devices writes
         if "devices" not in self.db.table_names():
             self.db.table("devices").create({"id": str, "kind": str, "name": str, "meta": str, "config": str,
                                        "password_hash": str, "created_at": str, "revoked_at": str},
