@@ -220,8 +220,11 @@ def _devices_config(args: argparse.Namespace) -> int:
         config = _registry(args).set_config(args.device, parse_assignments(args.assignments))
     except RegistryError as exc:
         return _fail(exc)
-    publish_config(args.mqtt[0], args.mqtt[1], args.device, config, username=args.username,
-                   password=_read_secret(args.password_file))
+    try:
+        publish_config(args.mqtt[0], args.mqtt[1], args.device, config, username=args.username,
+                       password=_read_secret(args.password_file))
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        return _fail(RuntimeError(f"config of {args.device} saved but not published: {exc}"))
     print(json.dumps(config))
     return 0
 

@@ -108,3 +108,15 @@ def test_remote_config_reaches_the_device_retained(tmp_path: Path, site: Site) -
         c.loop_stop()
     assert got == [{"sample_hz": 2, "spo2_scale": 2, "label": "ICU"}]
     assert site.registry.get("bed-2").config == got[0]
+
+
+def test_config_without_the_bridge_login_says_so(tmp_path: Path, site: Site) -> None:
+    site.add_device("bed-2", "patient")
+    out = subprocess.run([sys.executable, "-m", "deploy.cli", "devices", "--registry", str(site.registry.db_path),
+                          "--mosquitto-passwd", str(site.mosquitto.passwd), "--mosquitto-acl",
+                          str(site.mosquitto.acl), "config", "bed-2", "sample_hz=2",
+                          "--mqtt", f"127.0.0.1:{site.mosquitto.port}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "saved but not published" in out.stderr and "refused" in out.stderr
+    assert "Traceback" not in out.stderr
