@@ -347,6 +347,9 @@ class Bridge:
                 self._client.ack(c.mid, c.qos)
             self.metrics.ack_latency.observe(time.monotonic() - c.received_at)
             if c.device is not None and c.first_seq is not None and c.ack_seq is not None:
+                before = self.device_acks.acked(c.device)
+                if before is not None and c.ack_seq <= before:
+                    self.metrics.duplicate_messages.inc()
                 ack = self.device_acks.committed(c.device, c.first_seq, c.ack_seq, now_ms)
                 if ack is not None:
                     acks[c.device] = ack

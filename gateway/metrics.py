@@ -21,6 +21,9 @@ class BridgeMetrics:
         self.skewed = Counter("vigil_bridge_clock_skewed", "events flagged for clock skew", registry=r)
         self.delivery_errors = Counter("vigil_bridge_delivery_errors", "failed deliveries (retried)",
                                        ["error"], registry=r)
+        self.duplicate_messages = Counter("vigil_bridge_duplicate_messages",
+                                          "messages whose seqs the device had all been acked already "
+                                          "(resent copies: written again, consumers drop them)", registry=r)
         self.device_acks = Counter("vigil_bridge_device_acks", "acks published to devices", registry=r)
         self.in_flight = Gauge("vigil_bridge_in_flight_messages",
                                "MQTT messages received and not yet acknowledged", registry=r)

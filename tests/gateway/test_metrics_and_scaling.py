@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import BrokerProcess, free_port
-from tests.gateway.conftest import BridgeProcess, Device, Site, by_device, read_topic
+from tests.gateway.conftest import BridgeProcess, Device, Site, by_device, read_topic, wait_until
 
 
 def _metric(text: str, name: str, labels: str = "") -> float:
@@ -25,16 +25,22 @@ def test_metrics_count_what_came_in_what_was_committed_and_what_was_refused(
         d.send(100)
         d.publish_raw(b"garbage")
         d.settle(30)
-        read_topic(broker.bootstrap, "telemetry.rejected", min_count=1, idle=0.2)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        d._publish_range(81, 100)  # a resent copy of an acked batch
+
+        def scrape() -> str:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+        wait_until(lambda: "vigil_bridge_duplicate_messages_total 1.0" in scrape(), 10, "the duplicate")
+        text = scrape()
     finally:
         d.stop()
         bridge.stop()
-    assert _metric(text, "vigil_bridge_events_in_total") == 100
-    assert _metric(text, "vigil_bridge_mqtt_messages_total") == 6  # 5 batches of 20 + garbage
-    assert _metric(text, "vigil_bridge_records_committed_total", '{topic="telemetry"}') == 100
+    assert _metric(text, "vigil_bridge_events_in_total") == 120
+    assert _metric(text, "vigil_bridge_mqtt_messages_total") == 7  # 5 + 1 resent batches of 20, garbage
+    assert _metric(text, "vigil_bridge_records_committed_total", '{topic="telemetry"}') == 120
+    assert _metric(text, "vigil_bridge_duplicate_messages_total") == 1
     assert _metric(text, "vigil_bridge_rejected_total", '{reason="bad-envelope"}') == 1
-    assert _metric(text, "vigil_bridge_ack_latency_seconds_count") == 6
+    assert _metric(text, "vigil_bridge_ack_latency_seconds_count") == 7
     assert _metric(text, "vigil_bridge_in_flight_messages") == 0
 
 
