@@ -6,7 +6,8 @@ be acknowledged. No sockets, no threads, no clock (``now_ms`` is passed in).
 * every valid event -> one record on the telemetry topic: key = device id, value = the
   event as JSON (``device, seq, ts, kind, data``), timestamp = the event's ``ts``, headers
   ``seq``, ``kind``, ``schema`` (and ``clock-skew`` when ``ts`` is further than the bound
-  from the gateway's clock: flagged, never rewritten);
+  from the gateway's clock: flagged with ``ts - now`` in ms, positive when ahead, never
+  rewritten);
 * everything refused -> one record on the rejected topic with the reason in the
   ``reason`` header (``oversize``, ``bad-topic``, ``bad-envelope``, ``identity``,
   ``invalid-event``) and the details in ``detail``. An oversized payload is kept as its
