@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy broker edge
+	$(VENV)/bin/mypy broker edge gateway
 
 check: lint typecheck test
 

@@ -1,7 +1,8 @@
 """`vigil up`: run the appliance on one machine, supervised, with data under ./var.
 
-Today it runs what exists: the log broker, with Vigil's topics created. Each part joins
-the supervisor as it is built (MQTT broker, gateway, processors, API, simulators).
+It runs what exists: the log broker (with Vigil's topics), an MQTT broker (a system
+Mosquitto if installed, else the embedded one), the gateway bridge, and simulated devices
+through real agents. Processors, the API and the dashboard join as they are built.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def provision_simulated_devices(var: Path, vehicles: int, patients: int) -> tupl
 
 
 def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int = 5, patients: int = 3,
-       speedup: float = 1.0) -> int:
+       speedup: float = 1.0, mqtt_broker: str = "auto") -> int:
     var = var.resolve()
     bootstrap = f"127.0.0.1:{broker_port}"
     mqtt_address = f"127.0.0.1:{mqtt_port}"
@@ -177,20 +178,30 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
         Child("broker", [python, "-m", "deploy.cli", "broker", "--listen", bootstrap,
                          "--data-dir", str(var / "broker")], logs / "broker.log"),
     ]
-    mosquitto = find_mosquitto()
+    mosquitto = find_mosquitto() if mqtt_broker in ("auto", "mosquitto") else None
+    if mqtt_broker == "mosquitto" and mosquitto is None:
+        print("vigil up: --mqtt-broker mosquitto, but mosquitto is not installed", file=sys.stderr)
+        return 1
+    creds, bridge_password = provision_simulated_devices(var, vehicles, patients)
     if mosquitto is not None:
-        creds, bridge_password = provision_simulated_devices(var, vehicles, patients)
-        children += [
-            Child("mosquitto", [mosquitto, "-c", str(mosquitto_conf(var, mqtt_port))], logs / "mosquitto.log"),
-            Child("bridge", [python, "-m", "deploy.cli", "gateway", "bridge", "--mqtt", mqtt_address,
-                             "--bootstrap", bootstrap, "--username", "vigil-bridge",
-                             "--password-file", str(bridge_password), "--client-id", "vigil-up-bridge"],
-                  logs / "bridge.log"),
-            Child("devices", [python, "-m", "deploy.cli", "edge", "simulate", "--vehicles", str(vehicles),
-                              "--patients", str(patients), "--speedup", str(speedup), "--mqtt", mqtt_address,
-                              "--credentials", str(creds), "--outbox-dir", str(var / "edge-sim")],
-                  logs / "devices.log"),
-        ]
+        mqtt_child = Child("mosquitto", [mosquitto, "-c", str(mosquitto_conf(var, mqtt_port))],
+                           logs / "mosquitto.log")
+        mqtt_version = "5"
+    else:  # the embedded broker (amqtt, MQTT 3.1.1), checking the same registry
+        mqtt_child = Child("mqtt", [python, "-m", "deploy.cli", "gateway", "mqtt", "--listen", mqtt_address,
+                                    "--registry", str(var / "gateway" / "registry.db")], logs / "mqtt.log")
+        mqtt_version = "3.1.1"
+    children += [
+        mqtt_child,
+        Child("bridge", [python, "-m", "deploy.cli", "gateway", "bridge", "--mqtt", mqtt_address,
+                         "--bootstrap", bootstrap, "--username", "vigil-bridge", "--mqtt-version", mqtt_version,
+                         "--password-file", str(bridge_password), "--client-id", "vigil-up-bridge"],
+              logs / "bridge.log"),
+        Child("devices", [python, "-m", "deploy.cli", "edge", "simulate", "--vehicles", str(vehicles),
+                          "--patients", str(patients), "--speedup", str(speedup), "--mqtt", mqtt_address,
+                          "--credentials", str(creds), "--outbox-dir", str(var / "edge-sim")],
+              logs / "devices.log"),
+    ]
     sup = Supervisor(children)
     stop = {"flag": False}
 
@@ -207,11 +218,10 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
         print(f"  topics                       {', '.join(TOPICS)}")
         if mosquitto is not None:
             print(f"  MQTT broker (Mosquitto)      {mqtt_address}  ({mosquitto})")
-            print("  gateway bridge               MQTT vigil/+/events -> telemetry, acks to devices")
-            print(f"  simulated devices            {vehicles} vehicles, {patients} patients (real agents)")
         else:
-            print("  no MQTT broker found: install mosquitto (apt-get install mosquitto) to run the")
-            print("  bridge and the simulated devices too")
+            print(f"  MQTT broker (embedded)       {mqtt_address}  (install mosquitto for more throughput)")
+        print("  gateway bridge               MQTT vigil/+/events -> telemetry, acks to devices")
+        print(f"  simulated devices            {vehicles} vehicles, {patients} patients (real agents)")
         vigil = Path(python).parent / "vigil"
         cmd = str(vigil) if vigil.exists() else f"{python} -m deploy.cli"
         print("Try, in another terminal:")
@@ -236,8 +246,10 @@ def register(sub: Any) -> None:
     p.add_argument("--vehicles", type=int, default=5, help="simulated vehicles (default 5)")
     p.add_argument("--patients", type=int, default=3, help="simulated patients (default 3)")
     p.add_argument("--speedup", type=float, default=1.0, help="simulated seconds per second (default 1)")
+    p.add_argument("--mqtt-broker", choices=["auto", "mosquitto", "embedded"], default="auto",
+                   help="Mosquitto if installed (auto, the default), or the embedded one")
     p.set_defaults(func=lambda args: up(Path(args.var), args.broker_port, args.mqtt_port, args.vehicles,
-                                        args.patients, args.speedup))
+                                        args.patients, args.speedup, args.mqtt_broker))
 
 
 if __name__ == "__main__":

@@ -16,14 +16,17 @@ from deploy.up import find_mosquitto
 from tests.conftest import ROOT, free_port, wait_for_port
 
 
-@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed (.ci/run installs it)")
-def test_vigil_up_brings_simulated_readings_into_the_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mqtt_broker", [
+    pytest.param("mosquitto", marks=pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")),
+    "embedded",
+])
+def test_vigil_up_brings_simulated_readings_into_the_log(tmp_path: Path, mqtt_broker: str) -> None:
     broker_port, mqtt_port = free_port(), free_port()
     out = open(tmp_path / "up.out", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "deploy.cli", "up", "--var", str(tmp_path / "var"),
          "--broker-port", str(broker_port), "--mqtt-port", str(mqtt_port),
-         "--vehicles", "2", "--patients", "2", "--speedup", "5"],
+         "--vehicles", "2", "--patients", "2", "--speedup", "5", "--mqtt-broker", mqtt_broker],
         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(broker_port, timeout=30, proc=proc)
