@@ -35,6 +35,29 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def start_logged(argv: list[str], log_path: Path, port: int, *, cwd: Path | None = ROOT,
+                 timeout: float = 20.0) -> subprocess.Popen[bytes]:
+    """Start a server process with its output appended to ``log_path``; return once it
+    listens on ``port``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    wait_for_port(port, timeout=timeout, proc=proc)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class BrokerProcess:
     """A real `vigil broker` process on a free loopback port, which tests may kill and restart."""
 
@@ -51,14 +74,10 @@ class BrokerProcess:
 
     def start(self) -> BrokerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
+        self.proc = start_logged(
             [sys.executable, "-m", "deploy.cli", "broker",
              "--listen", self.bootstrap, "--data-dir", str(self.data_dir), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        log.close()
-        wait_for_port(self.port, proc=self.proc)
+            self.log_path, self.port)
         return self
 
     def kill(self) -> None:
@@ -69,12 +88,7 @@ class BrokerProcess:
 
     def stop(self) -> None:
         """SIGTERM: the clean shutdown case."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, 15)
 
     def restart(self) -> BrokerProcess:
         self.stop()

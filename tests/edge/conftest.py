@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -18,7 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge import wire
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port, start_logged, stop_process
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -47,20 +46,11 @@ class Mosquitto:
             "set_tcp_nodelay true\n"  # no Nagle delay on the ack round trip (40 ms stalls)
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n" + self.extra_conf)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_for_port(self.port, proc=self.proc)
+        self.proc = start_logged([MOSQUITTO, "-c", str(self.conf)], self.log_path, self.port)
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge import wire
 from gateway.registry import MosquittoFiles, Registry
-from tests.conftest import ROOT, BrokerProcess, free_port, wait_for_port
+from tests.conftest import ROOT, BrokerProcess, free_port, start_logged, stop_process
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -74,22 +74,13 @@ class SecureMosquitto:
             "set_tcp_nodelay true\n"
             "log_dest stderr\n"
             "log_type all\n")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_for_port(self.port, proc=self.proc)
+        self.proc = start_logged([MOSQUITTO, "-c", str(self.conf)], self.log_path, self.port)
         wait_until(lambda: self.pid_file.exists() and self.pid_file.read_text().strip() != "",
                    5, "mosquitto's pid file")
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -3,7 +3,6 @@ authority: the same flow and the same refusals as with Mosquitto."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 
 from edge import wire
 from gateway.registry import Registry
-from tests.conftest import ROOT, BrokerProcess, free_port, wait_for_port
+from tests.conftest import ROOT, BrokerProcess, free_port, stop_process, wait_for_port
 from tests.gateway.conftest import BridgeProcess, Device, Site, by_device, read_topic
 
 pytest.importorskip("amqtt")
@@ -37,13 +36,7 @@ class EmbeddedMqtt:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 @pytest.fixture
