@@ -153,7 +153,10 @@ def provision_simulated_devices(var: Path, vehicles: int, patients: int) -> tupl
     if any(d not in creds for d in wanted) and registry_path.exists():
         registry_path.unlink()  # a demo registry whose passwords we lost: start it again
         creds = {}
-    registry = Registry(registry_path, MosquittoFiles(mqtt / "passwd", mqtt / "acl", mqtt / "mosquitto.pid"))
+    # Mosquitto starts after this and reads the files then: no reload (and no signal to
+    # whatever PID a stale pid file from an earlier run names).
+    registry = Registry(registry_path, MosquittoFiles(mqtt / "passwd", mqtt / "acl"))
+    logging.getLogger("vigil.gateway").setLevel(logging.ERROR)  # "not asked to reload" is expected
     for device in wanted:
         if device not in creds:
             kind = "patient" if device.startswith("bed-") else "vehicle"
