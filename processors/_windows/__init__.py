@@ -1,0 +1,1 @@
+"""The window engine's pure core; `processors.windows` is its public face."""
