@@ -20,15 +20,22 @@ from ._windows.aggregations import (
     reducer,
     total,
 )
+from ._windows.engine import Emit, LateEvent, Output, Query, WindowEngine, WindowResult
 from ._windows.kinds import Hopping, Session, Tumbling, WindowKind, sliding
 
 __all__ = [
     "Aggregation",
+    "Emit",
     "Hopping",
+    "LateEvent",
+    "Output",
+    "Query",
     "Reducer",
     "Session",
     "Tumbling",
+    "WindowEngine",
     "WindowKind",
+    "WindowResult",
     "count",
     "fold",
     "last",
