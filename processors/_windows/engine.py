@@ -90,12 +90,13 @@ class _Plan:
     query: Query
     kind: WindowKind
     names: tuple[str, ...]
-    steps: tuple[tuple[str | None, Any, bool], ...]  # (field, add, timed)
+    steps: tuple[tuple[int, str | None, Any, bool], ...]  # (index, field, add, timed)
     inits: tuple[Any, ...]
     results: tuple[Any, ...]
     merges: tuple[Any, ...]
     update: bool
     session: bool = field(default=False)
+    tumbling_size: int = field(default=0)  # the fast path's window size; 0: not tumbling
 
 
 def _plan(index: int, query: Query) -> _Plan:
@@ -113,12 +114,15 @@ def _plan(index: int, query: Query) -> _Plan:
         query=query,
         kind=query.window,
         names=tuple(name for name, _ in aggs),
-        steps=tuple((agg.field, agg.reducer.add, agg.reducer.timed) for _, agg in aggs),
+        steps=tuple(
+            (i, agg.field, agg.reducer.add, agg.reducer.timed) for i, (_, agg) in enumerate(aggs)
+        ),
         inits=tuple(agg.reducer.init for _, agg in aggs),
         results=tuple(agg.reducer.result for _, agg in aggs),
         merges=tuple(agg.reducer.merge for _, agg in aggs),
         update=query.emit is Emit.UPDATE,
         session=session,
+        tumbling_size=query.window.size_ms if isinstance(query.window, Tumbling) else 0,
     )
 
 
@@ -220,7 +224,13 @@ class WindowEngine:
             else:
                 missed = False
                 steps = plan.steps
-                for start, end in plan.kind.windows(ts):  # type: ignore[union-attr]
+                size = plan.tumbling_size
+                if size:
+                    start = ts - ts % size
+                    windows: Any = ((start, start + size),)
+                else:
+                    windows = plan.kind.windows(ts)  # type: ignore[union-attr]
+                for start, end in windows:
                     if end <= limit:
                         missed = True
                         continue
@@ -229,7 +239,7 @@ class WindowEngine:
                     if accs is None:
                         accs = fixed[wkey] = [init() for init in plan.inits]
                         self._expire_at(end, wkey)
-                    for i, (name, add, timed) in enumerate(steps):
+                    for i, name, add, timed in steps:
                         if name is None:
                             value: Any = event
                         else:
@@ -308,7 +318,7 @@ class WindowEngine:
         else:
             accs = [init() for init in plan.inits]
             new_end = end
-        for i, (name, add, timed) in enumerate(plan.steps):
+        for i, name, add, timed in plan.steps:
             if name is None:
                 value: Any = event
             else:
@@ -320,7 +330,7 @@ class WindowEngine:
         sessions.append(session)
         sessions.sort(key=lambda s: s[0])
         self._sessions[skey] = sessions
-        if not touching or any(s[1] != new_end or s[0] != start for s in touching):
+        if not any(s[0] == start and s[1] == new_end for s in touching):
             self._expire_at(new_end, (plan.index, key, start))
         if plan.update:
             results.append(self._result(plan, key, start, new_end, accs, False))
