@@ -1,0 +1,261 @@
+"""The patient rules: one state machine per patient, fed with ``vitals`` events and a clock.
+
+``PatientMonitor(patient, rules).on_event(event)`` and ``.tick(now_ms)`` return the
+alert changes (``Alert``: fired, updated, resolved; see ``alerts``). No I/O, no clock
+of its own: event time comes from the events, wall-clock time from ``tick``.
+
+The rules
+=========
+
+``news2`` (fingerprint ``news2|<patient>``)
+    NEWS2 from the latest value of each parameter seen within ``news2_max_age_s``
+    (1800 s by default: a blood pressure is measured far less often than a
+    saturation). The alert fires when the risk reaches ``news2_alert_from``
+    (``low-medium`` by default: a single 3, the RCP's first urgent response), is
+    updated while the score or the risk changes, and resolves when the risk falls
+    back below it. Severity: low → info, low-medium → minor, medium → major,
+    high → critical. Missing parameters score nothing (see ``processors.news2``),
+    so the risk is a lower bound and the details name what is missing.
+
+``threshold:<name>`` (``DEFAULT_THRESHOLDS``, configurable)
+    A vital sign beyond a limit for ``delay_s``, resolved only once it is back past
+    a second limit (hysteresis) for ``clear_delay_s``: SpO2 below 90 % for 15 s
+    fires and resolves only above 92 % for 15 s. The alert is updated when the
+    worst value seen gets worse. A value not measured (probe off, empty field)
+    neither fires nor clears: it restarts a pending delay and leaves an active
+    alarm as it is (the technical alarm says why the value is missing).
+
+``probe_off`` (technical)
+    The pulse-oximeter probe reported off for ``probe_off_delay_s`` (10 s; a probe
+    being repositioned is not an alarm); resolved as soon as it is back on.
+
+``no_data`` (technical)
+    No vitals event for ``no_data_s`` (60 s) by the clock given to ``tick``;
+    resolved by the next vitals event. A patient never heard from has no alarm.
+
+Events are taken in order; one older than the newest event seen (a device clock
+stepped back) is counted in ``stale`` and ignored. Values that are not finite
+numbers are treated as not measured; a set of values NEWS2 refuses as impossible is
+counted in ``invalid`` and leaves the NEWS2 alert as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from edge.wire import Event
+from processors.news2 import RISKS, News2, News2Error, Risk, news2
+from processors.rules.alerts import Alert, AlertBook, Severity, Sustained
+
+__all__ = ["DEFAULT_THRESHOLDS", "PatientMonitor", "PatientRules", "Threshold"]
+
+NEWS2_SEVERITY: Final[dict[Risk, Severity]] = {
+    "low": "info", "low-medium": "minor", "medium": "major", "high": "critical"}
+
+# vitals data keys (edge/sensors/vitals.py) -> NEWS2 parameters
+_NUMERIC: Final = ("heart_rate", "spo2", "resp_rate", "temp_c", "sys_bp", "dia_bp")
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """``parameter`` (a vitals data key) ``below`` or ``above`` ``fire`` for ``delay_s``
+    fires; back past ``clear`` (the other side of ``fire``) for ``clear_delay_s`` resolves."""
+
+    name: str
+    parameter: str
+    direction: Literal["below", "above"]
+    fire: float
+    clear: float
+    delay_s: float = 15.0
+    clear_delay_s: float = 15.0
+    severity: Severity = "major"
+
+    def __post_init__(self) -> None:
+        if self.direction == "below" and self.clear < self.fire:
+            raise ValueError(f"{self.name}: clear {self.clear} must not be below fire {self.fire}")
+        if self.direction == "above" and self.clear > self.fire:
+            raise ValueError(f"{self.name}: clear {self.clear} must not be above fire {self.fire}")
+        if self.delay_s < 0 or self.clear_delay_s < 0:
+            raise ValueError(f"{self.name}: delays must not be negative")
+
+    def trigger(self, v: float) -> bool:
+        return v < self.fire if self.direction == "below" else v > self.fire
+
+    def release(self, v: float) -> bool:
+        return v > self.clear if self.direction == "below" else v < self.clear
+
+
+DEFAULT_THRESHOLDS: Final = (
+    Threshold("spo2_low", "spo2", "below", 90, 92),
+    Threshold("heart_rate_high", "heart_rate", "above", 130, 120),
+    Threshold("heart_rate_low", "heart_rate", "below", 40, 45),
+    Threshold("resp_rate_high", "resp_rate", "above", 24, 21),
+    Threshold("resp_rate_low", "resp_rate", "below", 8, 10),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRules:
+    spo2_scale: int = 1  # 2 for patients with a prescribed target of 88-92 %
+    news2_alert_from: Risk = "low-medium"
+    news2_max_age_s: float = 1800.0
+    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS
+    probe_off_delay_s: float = 10.0
+    no_data_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.spo2_scale not in (1, 2):
+            raise ValueError(f"spo2_scale must be 1 or 2, got {self.spo2_scale!r}")
+        if self.news2_alert_from not in RISKS:
+            raise ValueError(f"news2_alert_from must be one of {RISKS}")
+        if len({t.name for t in self.thresholds}) != len(self.thresholds):
+            raise ValueError("threshold names must be unique")
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass(slots=True)
+class _ThresholdState:
+    sustained: Sustained
+    worst: float | None = None
+
+
+@dataclass(slots=True)
+class _Latest:
+    value: Any
+    ts: int
+
+
+@dataclass(slots=True)
+class PatientMonitor:
+    patient: str
+    rules: PatientRules = field(default_factory=PatientRules)
+    last_ts: int | None = None  # event time of the newest vitals event
+    score: News2 | None = None  # the latest NEWS2
+    stale: int = 0
+    invalid: int = 0
+    _book: AlertBook = field(default_factory=AlertBook)
+    _latest: dict[str, _Latest] = field(default_factory=dict)
+    _thresholds: dict[str, _ThresholdState] = field(default_factory=dict)
+    _probe: Sustained = field(default_factory=Sustained)
+
+    def __post_init__(self) -> None:
+        self._probe = Sustained(_ms(self.rules.probe_off_delay_s), 0)
+        self._thresholds = {
+            t.name: _ThresholdState(Sustained(_ms(t.delay_s), _ms(t.clear_delay_s)))
+            for t in self.rules.thresholds}
+
+    def active(self) -> list[Alert]:
+        return self._book.active()
+
+    def on_event(self, event: Event) -> list[Alert]:
+        if event.kind != "vitals":
+            return []
+        ts = event.ts
+        if self.last_ts is not None and ts < self.last_ts:
+            self.stale += 1
+            return []
+        self.last_ts = ts
+        data = event.data
+        out: list[Alert] = []
+        self._emit(out, self._book.end("no_data", self.patient, ts))
+
+        probe_off = data.get("probe_off") is True
+        values: dict[str, Any] = {k: _number(data.get(k)) for k in _NUMERIC}
+        if probe_off:
+            values["spo2"] = values["heart_rate"] = None
+        on_oxygen = data.get("on_oxygen")
+        values["on_oxygen"] = on_oxygen if isinstance(on_oxygen, bool) else None
+        avpu = data.get("consciousness")
+        values["consciousness"] = avpu if isinstance(avpu, str) else None
+
+        self._probe_rule(out, ts, probe_off)
+        for threshold in self.rules.thresholds:
+            self._threshold_rule(out, ts, threshold, values.get(threshold.parameter))
+        self._news2_rule(out, ts, values)
+        return out
+
+    def tick(self, now_ms: int) -> list[Alert]:
+        """Wall-clock time passed: the ``no_data`` alarm."""
+        if self.last_ts is None or now_ms - self.last_ts < _ms(self.rules.no_data_s):
+            return []
+        alert = self._book.hold("no_data", self.patient, now_ms, "major",
+                                f"no vitals for {self.rules.no_data_s:g} s",
+                                {"last_ts": self.last_ts, "no_data_s": self.rules.no_data_s},
+                                started=self.last_ts)
+        return [] if alert is None else [alert]
+
+    # ---- the rules -------------------------------------------------------------------
+
+    @staticmethod
+    def _emit(out: list[Alert], alert: Alert | None) -> None:
+        if alert is not None:
+            out.append(alert)
+
+    def _probe_rule(self, out: list[Alert], ts: int, probe_off: bool) -> None:
+        if self._probe.feed(ts, probe_off, not probe_off):
+            since = self._probe.since if self._probe.since is not None else ts
+            self._emit(out, self._book.hold("probe_off", self.patient, ts, "minor",
+                                            "SpO2 probe off", started=since))
+        else:
+            self._emit(out, self._book.end("probe_off", self.patient, ts, "SpO2 probe back on"))
+
+    def _threshold_rule(self, out: list[Alert], ts: int, t: Threshold, value: float | None) -> None:
+        state = self._thresholds[t.name]
+        was = state.sustained.active
+        now = state.sustained.feed(ts, value is not None and t.trigger(value),
+                                   value is not None and t.release(value))
+        rule = f"threshold:{t.name}"
+        if now:
+            worse = value is not None and (state.worst is None or (
+                value < state.worst if t.direction == "below" else value > state.worst))
+            if not was or (worse and value is not None and t.trigger(value)):
+                state.worst = value
+            since = state.sustained.since if state.sustained.since is not None else ts
+            self._emit(out, self._book.hold(
+                rule, self.patient, ts, t.severity,
+                f"{t.parameter} {t.direction} {t.fire:g} for {t.delay_s:g} s",
+                {"parameter": t.parameter, "fire": t.fire, "clear": t.clear, "worst": state.worst},
+                started=since))
+        elif was:
+            state.worst = None
+            self._emit(out, self._book.end(rule, self.patient, ts,
+                                           f"{t.parameter} back past {t.clear:g}",
+                                           {"value": value}))
+
+    def _news2_rule(self, out: list[Alert], ts: int, values: dict[str, Any]) -> None:
+        candidate = dict(self._latest)
+        for key in (*_NUMERIC, "on_oxygen", "consciousness"):
+            if values.get(key) is not None:
+                candidate[key] = _Latest(values[key], ts)
+        horizon = ts - _ms(self.rules.news2_max_age_s)
+        latest = {k: v.value for k, v in candidate.items() if v.ts >= horizon}
+        try:
+            score = news2(latest.get("resp_rate"), latest.get("spo2"), self.rules.spo2_scale,
+                          latest.get("on_oxygen"), latest.get("sys_bp"), latest.get("heart_rate"),
+                          latest.get("consciousness"), latest.get("temp_c"))
+        except News2Error:  # an impossible value: keep the previous ones
+            self.invalid += 1
+            return
+        self._latest = candidate
+        self.score = score
+        if RISKS.index(score.risk) >= RISKS.index(self.rules.news2_alert_from):
+            self._emit(out, self._book.hold(
+                "news2", self.patient, ts, NEWS2_SEVERITY[score.risk],
+                f"NEWS2 {score.total} ({score.risk}): {score.response}",
+                {"total": score.total, "risk": score.risk, "scores": dict(score.scores),
+                 "missing": list(score.missing)}))
+        else:
+            self._emit(out, self._book.end("news2", self.patient, ts,
+                                           f"NEWS2 {score.total} ({score.risk})",
+                                           {"total": score.total, "risk": score.risk}))
