@@ -485,3 +485,102 @@ def test_final_results_equal_a_naive_recomputation(
     ]
     assert len(got) == len(set(got))
     assert set(got) == naive(kind, events)
+
+
+def naive_sessions(
+    gap: int, events: list[Event]
+) -> set[tuple[str, int, int, int, int, int | None]]:
+    by_key: dict[str, list[tuple[int, int]]] = {}
+    for key, _, ts, values in events:
+        by_key.setdefault(key, []).append((ts, values["v"]))
+    out = set()
+    for key, items in by_key.items():
+        items.sort(key=lambda item: item[0])  # stable: equal times keep arrival order
+        groups: list[list[tuple[int, int]]] = []
+        for item in items:
+            if groups and item[0] < groups[-1][-1][0] + gap:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        for group in groups:
+            vs = [v for _, v in group]
+            out.add((key, group[0][0], group[-1][0] + gap, len(vs), sum(vs), group[-1][1]))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=in_bound_streams(), gap=st.sampled_from([1_000, 4_000, 9_000]))
+def test_session_results_equal_a_naive_recomputation(events: list[Event], gap: int) -> None:
+    query = Query("q", Session(gap), {"n": count(), "sum": total("v"), "last": last("v")})
+    engine = WindowEngine([query], max_out_of_order_ms=BOUND, idle_timeout_ms=1)
+    results, late = feed(engine, events)
+    engine.advance(0)
+    results.extend(engine.advance(10**9).results)
+    assert late == []
+    got = [
+        (r.key, r.start, r.end, r.values["n"], r.values["sum"], r.values["last"]) for r in results
+    ]
+    assert len(got) == len(set(got))
+    assert set(got) == naive_sessions(gap, events)
+
+
+# -- edges -------------------------------------------------------------------------------
+
+
+def test_an_event_late_for_one_hopping_window_still_counts_in_the_open_ones() -> None:
+    engine = WindowEngine([Query("q", Hopping(10_000, 5_000), {"n": count()})])
+    feed(engine, [("k", 1, 1_000, {}), ("k", 2, 11_000, {})])  # closes [0, 10 s)
+    results, late = feed(engine, [("k", 3, 9_000, {})])  # misses [0, 10 s), fits [5 s, 15 s)
+    assert [(e.seq, e.query) for e in late] == [(3, "q")]
+    results, _ = feed(engine, [("k", 4, 40_000, {})])
+    assert [(r.start, r.values["n"]) for r in results] == [(5_000, 2), (10_000, 1)]
+
+
+def test_after_an_idle_close_a_device_whose_clock_lags_comes_out_late() -> None:
+    """The price of closing on the wall clock: a device whose clock is behind the
+    wall clock by more than the bound has its next events reported late, not lost."""
+    engine = speed_engine(max_out_of_order_ms=1_000, idle_timeout_ms=10_000)
+    engine.advance(100_000)
+    feed(engine, [("car", 1, 50_000, {"speed": 1})])  # its clock is 50 s behind
+    engine.advance(100_000)
+    closed = engine.advance(110_000).results  # watermark 109_000
+    assert [r.start for r in closed] == [50_000]
+    _, late = feed(engine, [("car", 2, 60_000, {"speed": 2})])
+    assert [e.seq for e in late] == [2]
+    assert engine.late_count == 1
+
+
+def test_dedup_retains_only_the_seqs_of_open_windows() -> None:
+    engine = speed_engine(max_out_of_order_ms=1_000)
+    feed(engine, [(f"dev{i % 10}", i // 10, i * 100, {"speed": 1}) for i in range(10_000)])
+    retained = json.loads(engine.snapshot())["seen"]
+    assert sum(len(seqs) for seqs in retained.values()) <= 300  # about two windows' worth
+    assert engine.open_windows <= 20
+
+
+def test_the_public_face() -> None:
+    import processors.windows
+
+    assert sorted(processors.windows.__all__) == [
+        "Aggregation",
+        "Emit",
+        "Hopping",
+        "LateEvent",
+        "Output",
+        "Query",
+        "Reducer",
+        "Session",
+        "Tumbling",
+        "WindowEngine",
+        "WindowKind",
+        "WindowResult",
+        "count",
+        "fold",
+        "last",
+        "maximum",
+        "mean",
+        "minimum",
+        "reducer",
+        "sliding",
+        "total",
+    ]
