@@ -37,7 +37,10 @@ _SNAPSHOT_FORMAT = 1
 
 class Emit(enum.Enum):
     """FINAL: one result per window, when it closes. UPDATE: a result (``final=False``)
-    on every change, then the final one (``final=True``) when it closes."""
+    on every change, then the final one (``final=True``) when it closes. When an event
+    merges session windows, the update for the merged session supersedes the updates of
+    the sessions it absorbed (same key and query, overlapping bounds); no retraction is
+    emitted for them."""
 
     FINAL = "final"
     UPDATE = "update"
@@ -166,6 +169,9 @@ class WindowEngine:
         self._session_horizon = max(
             (p.kind.retention_ms for p in self._plans if p.session), default=0
         )
+        # Forgetting seqs walks every key, so it runs once per half horizon, not per close.
+        self._forget_every = max(1, max(self._fixed_horizon, self._session_horizon) // 2)
+        self._next_forget = _NO_TIME
         self._watermark = _NO_TIME
         self._max_ts = _NO_TIME
         self._last_activity: int | None = None
@@ -356,7 +362,9 @@ class WindowEngine:
                 else:
                     accs = self._fixed.pop((index, key, start))
                     results.append(self._result(plan, key, start, end, accs, True))
-        self._forget_seqs()
+        if limit >= self._next_forget:
+            self._next_forget = limit + self._forget_every
+            self._forget_seqs()
 
     def _result(
         self, plan: _Plan, key: str, start: int, end: int, accs: list[Any], final: bool
@@ -402,6 +410,7 @@ class WindowEngine:
             "active": self._active,
             "late": self._late,
             "duplicates": self._duplicates,
+            "next_forget": self._next_forget,
             "fixed": [[i, k, s, accs] for (i, k, s), accs in self._fixed.items()],
             "sessions": [[i, k, sessions] for (i, k), sessions in self._sessions.items()],
             "expiry": [[end, [list(w) for w in ws]] for end, ws in self._expiry.items()],
@@ -425,6 +434,7 @@ class WindowEngine:
         self._active = state["active"]
         self._late = state["late"]
         self._duplicates = state["duplicates"]
+        self._next_forget = state["next_forget"]
         self._fixed = {(i, k, s): accs for i, k, s, accs in state["fixed"]}
         self._sessions = {(i, k): sessions for i, k, sessions in state["sessions"]}
         self._expiry = {end: [(i, k, s) for i, k, s in ws] for end, ws in state["expiry"]}
