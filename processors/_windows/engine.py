@@ -8,9 +8,9 @@ watermark move on, so windows close when devices go silent.
 - Watermark: ``max(event time seen) - max_out_of_order_ms``; it never goes back.
 - A window ``[start, end)`` closes when ``watermark >= end + grace_ms``; it then emits
   its final result and its state is dropped.
-- An event whose window is already closed is LATE: it goes out in ``Output.late`` (one
-  `LateEvent` per query it missed) and is counted in `late_count`; it still counts in
-  that query's windows that are open (a hopping window may be half missed).
+- An event whose window is already closed is LATE: it goes out in ``Output.late`` as one
+  `LateEvent` per query it missed, and `late_count` counts those; it still counts in
+  that query's windows that are open (an event may miss some of its hopping windows).
 - Idle: if no event arrived for ``idle_timeout_ms`` of wall-clock time (as seen by
   `advance`), the watermark becomes ``max(watermark, now - max_out_of_order_ms)``.
 - Dedup: an event whose ``(key, seq)`` the engine still retains is ignored and counted
@@ -389,6 +389,8 @@ class WindowEngine:
                     if sessions:
                         cutoff = min(cutoff, sessions[0][0])
             seqs = self._seen[key]
+            if min(seqs.values()) >= cutoff:
+                continue
             kept = {seq: ts for seq, ts in seqs.items() if ts >= cutoff}
             if not kept:
                 del self._seen[key]
