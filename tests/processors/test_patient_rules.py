@@ -193,3 +193,13 @@ def test_other_kinds_are_not_vitals() -> None:
     bed = Bed()
     assert bed.monitor.on_event(Event("bed-3", 1, 0, "gps", {"mode": 1})) == []
     assert bed.monitor.last_ts is None
+
+
+def test_a_monitor_pickled_mid_stream_carries_on_exactly_as_the_original() -> None:
+    import pickle
+
+    a, b = Bed(), Bed()
+    assert a.run(0, 10, spo2=85) == b.run(0, 10, spo2=85)
+    b.monitor = pickle.loads(pickle.dumps(b.monitor))
+    assert a.run(10, 40, spo2=85, consciousness="V") == b.run(10, 40, spo2=85, consciousness="V")
+    assert a.monitor.tick(200_000) == b.monitor.tick(200_000)

@@ -328,3 +328,16 @@ def test_haicom_305n_walk_overspeed_geofence_trip_and_aggregates() -> None:
     assert summary.max_speed == 2.67
     assert summary.mean_speed == pytest.approx(1.019, abs=1e-3)
     assert summary.distance_m == pytest.approx(153.5, abs=0.5)
+
+
+def test_a_monitor_pickled_mid_stream_carries_on_exactly_as_the_original() -> None:
+    import pickle
+
+    rules = VehicleRules(speed_limit=20.0, overspeed_duration_s=10,
+                         zones=(Circle("depot", LAT0, LON0, 100),), min_trip_distance_m=100)
+    a, b = Truck(rules), Truck(rules)
+    first = a.drive(0, 8, 25.0)
+    assert b.drive(0, 8, 25.0) == first
+    b.monitor = pickle.loads(pickle.dumps(b.monitor))
+    assert a.drive(8, 40, 25.0, north_m=200) == b.drive(8, 40, 25.0, north_m=200)
+    assert a.monitor.tick(10**7) == b.monitor.tick(10**7)
