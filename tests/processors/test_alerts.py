@@ -4,6 +4,8 @@ delay-and-hysteresis primitive."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors.rules.alerts import AlertBook, AlertState, Sustained
 
@@ -76,3 +78,17 @@ def test_sustained_holds_in_the_hysteresis_band_and_clears_after_the_off_delay()
 def test_sustained_refuses_a_value_both_triggering_and_releasing() -> None:
     with pytest.raises(ValueError):
         Sustained().feed(0, True, True)
+
+
+@given(st.integers(0, 20_000), st.lists(st.tuples(st.integers(0, 3_000), st.booleans()), max_size=60))
+def test_sustained_without_a_band_equals_its_naive_definition(delay: int,
+                                                              steps: list[tuple[int, bool]]) -> None:
+    """Active at a sample iff the trigger held at every sample since the start of the
+    current run of triggering samples, and that start is at least ``delay`` ago."""
+    s = Sustained(on_delay_ms=delay, off_delay_ms=0)
+    ts, run_start = 0, None
+    for gap, trigger in steps:
+        ts += gap
+        run_start = (ts if run_start is None else run_start) if trigger else None
+        expected = run_start is not None and ts - run_start >= delay
+        assert s.feed(ts, trigger, not trigger) is expected
