@@ -42,12 +42,13 @@ counted in ``invalid`` and leaves the NEWS2 alert as it was.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
 from edge.wire import Event
 from processors.news2 import RISKS, News2, News2Error, Risk, news2
-from processors.rules.alerts import Alert, AlertBook, Severity, Sustained
+from processors.rules.alerts import SEVERITIES, Alert, AlertBook, Severity, Sustained
 
 __all__ = ["DEFAULT_THRESHOLDS", "PatientMonitor", "PatientRules", "Threshold"]
 
@@ -73,6 +74,10 @@ class Threshold:
     severity: Severity = "major"
 
     def __post_init__(self) -> None:
+        if self.direction not in ("below", "above"):
+            raise ValueError(f"{self.name}: direction must be below or above, got {self.direction!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"{self.name}: severity must be one of {', '.join(SEVERITIES)}")
         if self.direction == "below" and self.clear < self.fire:
             raise ValueError(f"{self.name}: clear {self.clear} must not be below fire {self.fire}")
         if self.direction == "above" and self.clear > self.fire:
@@ -112,6 +117,27 @@ class PatientRules:
             raise ValueError(f"news2_alert_from must be one of {RISKS}")
         if len({t.name for t in self.thresholds}) != len(self.thresholds):
             raise ValueError("threshold names must be unique")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PatientRules:
+        """From a TOML table: the fields above by name; ``thresholds``, when given, an
+        array of tables with ``Threshold``'s fields, replacing the defaults. Unknown keys
+        are refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown patient rule setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = dict(config)
+        if "thresholds" in values:
+            threshold_fields = {f.name for f in fields(Threshold)}
+            thresholds = []
+            for t in values["thresholds"]:
+                extra = set(t) - threshold_fields
+                if extra:
+                    raise ValueError(f"unknown threshold setting(s): {', '.join(sorted(extra))}")
+                thresholds.append(Threshold(**t))
+            values["thresholds"] = tuple(thresholds)
+        return cls(**values)
 
 
 def _ms(seconds: float) -> int:

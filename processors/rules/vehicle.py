@@ -66,8 +66,8 @@ is an immutable reducer (``TrackSummary().add(...)``) for the window engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edge.wire import Event
@@ -149,6 +149,32 @@ class VehicleRules:
             raise ValueError("zone names must be unique")
         if self.harsh_acceleration <= 0 or self.harsh_braking <= 0:
             raise ValueError("harsh thresholds must be positive m/s²")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> VehicleRules:
+        """From a TOML table: the fields above by name, ``zones`` an array of tables
+        ``{name, lat, lon, radius_m}`` (circle) or ``{name, points = [[lat, lon], ...]}``
+        (polygon), each with an optional ``speed_limit``. Unknown keys are refused."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown vehicle rule setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {k: v for k, v in config.items() if k != "zones"}
+        zones: list[Zone] = []
+        for z in config.get("zones", ()):
+            z = dict(z)
+            limit = z.pop("speed_limit", None)
+            if "points" in z:
+                if set(z) != {"name", "points"}:
+                    raise ValueError(f"a polygon zone has name and points, got {sorted(z)}")
+                zones.append(Polygon(str(z["name"]), tuple((float(p[0]), float(p[1]))
+                                                           for p in z["points"]), limit))
+            else:
+                if set(z) != {"name", "lat", "lon", "radius_m"}:
+                    raise ValueError(f"a circle zone has name, lat, lon and radius_m, got {sorted(z)}")
+                zones.append(Circle(str(z["name"]), float(z["lat"]), float(z["lon"]),
+                                    float(z["radius_m"]), limit))
+        return cls(**values, zones=tuple(zones))
 
 
 def _ms(seconds: float) -> int:

@@ -203,3 +203,28 @@ def test_a_monitor_pickled_mid_stream_carries_on_exactly_as_the_original() -> No
     b.monitor = pickle.loads(pickle.dumps(b.monitor))
     assert a.run(10, 40, spo2=85, consciousness="V") == b.run(10, 40, spo2=85, consciousness="V")
     assert a.monitor.tick(200_000) == b.monitor.tick(200_000)
+
+
+def test_rules_from_a_toml_table() -> None:
+    import tomllib
+
+    rules = PatientRules.from_config(tomllib.loads("""
+        spo2_scale = 2
+        no_data_s = 30
+        [[thresholds]]
+        name = "spo2_low"
+        parameter = "spo2"
+        direction = "below"
+        fire = 85
+        clear = 88
+        delay_s = 10
+    """))
+    assert rules.spo2_scale == 2 and rules.no_data_s == 30
+    assert rules.thresholds == (Threshold("spo2_low", "spo2", "below", 85, 88, delay_s=10),)
+    assert PatientRules.from_config({}) == PatientRules()
+    for bad in ({"no_dta_s": 3}, {"thresholds": [{"name": "x", "parameter": "spo2",
+                                                  "direction": "under", "fire": 1, "clear": 2}]},
+                {"thresholds": [{"name": "x", "parameter": "spo2", "direction": "below",
+                                 "fire": 1, "clear": 2, "delay": 3}]}):
+        with pytest.raises(ValueError):
+            PatientRules.from_config(bad)

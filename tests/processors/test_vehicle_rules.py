@@ -341,3 +341,31 @@ def test_a_monitor_pickled_mid_stream_carries_on_exactly_as_the_original() -> No
     b.monitor = pickle.loads(pickle.dumps(b.monitor))
     assert a.drive(8, 40, 25.0, north_m=200) == b.drive(8, 40, 25.0, north_m=200)
     assert a.monitor.tick(10**7) == b.monitor.tick(10**7)
+
+
+def test_rules_from_a_toml_table() -> None:
+    import tomllib
+
+    rules = VehicleRules.from_config(tomllib.loads("""
+        speed_limit = 25.0
+        idle_duration_s = 120
+        [[zones]]
+        name = "depot"
+        lat = 52.0
+        lon = 4.0
+        radius_m = 150
+        [[zones]]
+        name = "school"
+        points = [[52.0, 4.0], [52.0, 4.01], [52.01, 4.01]]
+        speed_limit = 8.3
+    """))
+    assert rules.speed_limit == 25.0 and rules.idle_duration_s == 120
+    assert rules.zones == (Circle("depot", 52.0, 4.0, 150.0),
+                           Polygon("school", ((52.0, 4.0), (52.0, 4.01), (52.01, 4.01)), 8.3))
+    assert VehicleRules.from_config({}) == VehicleRules()
+    for bad in ({"speedlimit": 3}, {"zones": [{"name": "a", "lat": 1, "lon": 2}]},
+                {"zones": [{"name": "a", "points": [[0, 0], [1, 1]]}]},
+                {"zones": [{"name": "a", "lat": 1, "lon": 2, "radius_m": 5},
+                           {"name": "a", "lat": 1, "lon": 2, "radius_m": 5}]}):
+        with pytest.raises(ValueError):
+            VehicleRules.from_config(bad)
