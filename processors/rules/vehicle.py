@@ -46,8 +46,8 @@ The rules, and where they follow Traccar (an open-source fleet tracking server) 
     GPS mode 1 for ``fix_lost_delay_s``; resolved by the next fix.
 
 ``offline``
-    No event of any kind for ``offline_s`` by the clock given to ``tick`` (Traccar's
-    ``status.timeout``, 600 s); resolved by the next event.
+    No event of any kind for ``offline_s`` (600 s) by the clock given to ``tick``
+    (Traccar's status timeout plays this part); resolved by the next event.
 
 ``trip``
     Traccar's motion detection: moving means speed above ``motion_speed``. A trip
@@ -55,9 +55,12 @@ The rules, and where they follow Traccar (an open-source fleet tracking server) 
     ``min_trip_duration_s`` or covered ``min_trip_distance_m``, and stops (resolved,
     with its distance and duration) once stopped for ``min_parking_s`` (Traccar's
     ``report.trip.minimalTripDuration``, ``minimalTripDistance``,
-    ``minimalParkingDuration``: 300 s, 500 m, 300 s). Deviation: Traccar's motion
-    threshold is 0.01 knots; GPS jitter at a standstill reaches 0.3-0.7 m/s on the
-    captures in ``testdata/nmea``, so the default here is 1.0 m/s.
+    ``minimalParkingDuration``; defaults here 300 s, 500 m, 300 s). Only continuous
+    periods switch the state, as in Traccar. Deviations: Traccar's motion threshold
+    is 0.01 knots; GPS jitter at a standstill reaches 0.3-0.7 m/s on the captures in
+    ``testdata/nmea``, so the default here is 1.0 m/s. Traccar's ``useIgnition``
+    (ignition off ends a trip) and ``minimalNoDataDuration`` (a gap in the data is a
+    stop) are not implemented.
 
 Per-window aggregates: ``TrackSummary`` (count, mean and max speed, haversine distance)
 is an immutable reducer (``TrackSummary().add(...)``) for the window engine.
