@@ -298,7 +298,7 @@ def test_motorola_t805_fix_gaps() -> None:
 
 def test_motorola_t805_reported_speed_never_exceeds_15_m_s() -> None:
     # gpsd's oracle in this capture shows 18 m/s, but that speed is gpsd's own, derived
-    # from two 4-satellite positions 1.1 s apart (eph 42 m); the receiver reports at most
+    # from two 4-satellite positions 1 s and 18 m apart (eph 42 m); the receiver reports at most
     # 1.25 knots. The rules use the reported speed, so a 15 m/s limit must not fire.
     fixes = capture("motorola-t805.chk")
     assert max(f.speed or 0 for f in fixes) < 0.7
