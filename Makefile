@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy broker edge gateway
+	$(VENV)/bin/mypy broker edge gateway processors
 
 check: lint typecheck test
 
