@@ -41,13 +41,14 @@ counted in ``invalid`` and leaves the NEWS2 alert as it was.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
 from edge.wire import Event
 from processors.news2 import RISKS, News2, News2Error, Risk, news2
+from processors.rules._values import finite_number as _number
+from processors.rules._values import ms as _ms
 from processors.rules.alerts import SEVERITIES, Alert, AlertBook, Severity, Sustained
 
 __all__ = ["DEFAULT_THRESHOLDS", "PatientMonitor", "PatientRules", "Threshold"]
@@ -138,16 +139,6 @@ class PatientRules:
                 thresholds.append(Threshold(**t))
             values["thresholds"] = tuple(thresholds)
         return cls(**values)
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 @dataclass(slots=True)

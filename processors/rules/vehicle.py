@@ -74,6 +74,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edge.wire import Event
+from processors.rules._values import finite_number as _number
+from processors.rules._values import ms as _ms
 from processors.rules.alerts import Alert, AlertBook, Sustained
 
 __all__ = ["Circle", "Polygon", "TrackSummary", "VehicleMonitor", "VehicleRules", "Zone",
@@ -178,16 +180,6 @@ class VehicleRules:
                 zones.append(Circle(str(z["name"]), float(z["lat"]), float(z["lon"]),
                                     float(z["radius_m"]), limit))
         return cls(**values, zones=tuple(zones))
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 @dataclass(frozen=True, slots=True)
