@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import google_crc32c
+from crc32c import crc32c as crc32c_value
 
 __all__ = [
     "HEADER_SIZE",
@@ -148,12 +148,14 @@ def _walk_raw(
     error that stopped the walk (None when the buffer ended on a batch boundary).
     Positions are relative to `buf` plus `origin`.
     """
-    data = buf if isinstance(buf, bytes) else bytes(buf)
+    # No copy: a view of the received frame is walked where it lies (crc32c, unlike
+    # google_crc32c, takes any buffer, at the same ~20 GB/s).
+    data = buf if isinstance(buf, bytes | memoryview) else memoryview(buf)
     batches: list[RawBatch] = []
     end = len(data)
     pos = 0
     unpack = _HEADER.unpack_from
-    crc32c = google_crc32c.value
+    crc32c = crc32c_value
     while pos < end:
         remaining = end - pos
         if remaining >= HEADER_SIZE:
@@ -220,7 +222,7 @@ def _explain(buf: Buffer, pos: int, origin: int, batch_length: int, size: int,
             f"batch at byte {at}: unsupported magic {fields[3]} (only v2 batches are stored)"
         )
     if verify_crc:
-        computed = google_crc32c.value(bytes(buf[pos + _CRC_START : pos + size]))
+        computed = crc32c_value(buf[pos + _CRC_START : pos + size])
         if computed != fields[4]:
             return CorruptRecordError(
                 f"batch at byte {at}: CRC32C mismatch "
@@ -294,6 +296,6 @@ def stamp_log_append_time(buf: bytearray, now_ms: int) -> None:
         attributes = struct.unpack_from(">h", buf, pos + _CRC_START)[0]
         struct.pack_into(">h", buf, pos + _CRC_START, attributes | 0x08)
         struct.pack_into(">q", buf, pos + _MAX_TIMESTAMP_AT, now_ms)
-        crc = google_crc32c.value(bytes(memoryview(buf)[pos + _CRC_START:pos + size]))
+        crc = crc32c_value(memoryview(buf)[pos + _CRC_START:pos + size])
         struct.pack_into(">I", buf, pos + 17, crc)
         pos += size
