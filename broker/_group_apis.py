@@ -12,7 +12,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode as E
 
 from broker._codec import UNKNOWN_OPS, Request, millis
-from broker._coordinator import Coordinator, GroupState, OffsetEntry
+from broker._coordinator import Coordinator, OffsetEntry
 from broker._group_store import describe_members
 from broker._node import Node
 
@@ -136,12 +136,9 @@ async def _offset_fetch(ctx: GroupContext, req: Request) -> dict[str, Any]:
         elif wanted is not None and ctx.node.partition(topic, partition) is None:
             part["error_code"] = E.unknown_topic_or_partition
         by_topic.setdefault(topic, []).append(part)
-    group = ctx.coordinator.describe(body.group_id)
-    error = E.none
-    if getattr(body, "require_stable", False) and group is not None and \
-            group.state in (GroupState.PREPARING_REBALANCE, GroupState.COMPLETING_REBALANCE):
-        error = E.none  # offsets are committed synchronously: they are always stable here
-    return {"throttle_time": 0, "error_code": error,
+    # require_stable (v7) needs no check: offsets are committed synchronously, so what is
+    # here is always stable.
+    return {"throttle_time": 0, "error_code": E.none,
             "topics": [{"name": name, "partitions": parts} for name, parts in by_topic.items()]}
 
 

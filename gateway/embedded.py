@@ -61,11 +61,16 @@ class _Lookup:
         return hit[1]
 
 
+@dataclass
+class RegistryPluginConfig:
+    """What both registry plugins read from amqtt's plugin configuration."""
+
+    registry: str = "var/gateway/devices.db"
+    cache_s: float = 1.0
+
+
 class RegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
-    @dataclass
-    class Config:
-        registry: str = "var/gateway/devices.db"
-        cache_s: float = 1.0
+    Config = RegistryPluginConfig
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -83,10 +88,7 @@ class RegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 
 
 class RegistryTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
-    @dataclass
-    class Config:
-        registry: str = "var/gateway/devices.db"
-        cache_s: float = 1.0
+    Config = RegistryPluginConfig
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
