@@ -19,10 +19,27 @@ copies that were already in the log are the duplicates consumers drop by (device
 
 A PUBACK is only sent on the connection that received the message; after a reconnect
 the broker redelivers those messages, and the copies are committed (again) and acked.
+
+Device status: the bridge also reads the agents' retained ``vigil/+/status`` messages
+(``online`` on every connect and every few seconds, ``offline`` on a clean stop or as the
+last will when a device vanishes) and writes each, through the pure ``classify_status``,
+as one record to the compacted ``device-status`` topic (``BridgeConfig.status_topic``):
+key = device id, value = JSON ``{"device", "state", "version", "outbox_depth",
+"outbox_bytes", "dropped", "ts", "received"}`` (``ts`` is the agent's clock, 0 in a last
+will, which the agent composes when it connects; ``received`` is the gateway's clock and
+the record's timestamp). A malformed status goes to ``telemetry.rejected`` with reason
+``bad-status``. Only a device may publish its own status (the ACL, see
+``gateway.credentials.acl_text``), so the topic names whose status it is. Status
+messages share the events' ack ledger: one is PUBACKed only once its record is in the
+log. The status subscription is not shared (MQTT 5 sends no retained messages to shared
+subscriptions): every bridge writes every status, and each (re)connect writes the
+retained ones again. The copies are harmless on a compacted topic keyed by device; with
+several bridges a reader that cares about order picks the newest ``received``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import socket
@@ -41,10 +58,18 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge import wire
-from gateway.core import AckLedger, Classified, DeviceAcks, Record, SkewBounds, classify
+from gateway.core import (
+    REJECTED_SNIPPET,
+    AckLedger,
+    Classified,
+    DeviceAcks,
+    Record,
+    SkewBounds,
+    classify,
+)
 from gateway.metrics import BridgeMetrics
 
-__all__ = ["Bridge", "BridgeConfig", "BridgeFailed"]
+__all__ = ["STATUS_FIELDS", "Bridge", "BridgeConfig", "BridgeFailed", "classify_status"]
 
 log = logging.getLogger("vigil.gateway")
 
@@ -69,6 +94,7 @@ class BridgeConfig:
     keepalive: int = 15
     telemetry_topic: str = "telemetry"
     rejected_topic: str = "telemetry.rejected"
+    status_topic: str = "device-status"  # compacted: the latest status per device
     max_payload: int = wire.MAX_EVENTS_PAYLOAD
     skew: SkewBounds = field(default_factory=SkewBounds)
     linger_ms: int = 5
@@ -86,6 +112,43 @@ class _Inbound:
     qos: int
     classified: Classified
     received_at: float
+    status: bool = False  # a vigil/<device>/status message, not events
+
+
+STATUS_FIELDS = ("device", "state", "version", "outbox_depth", "outbox_bytes", "dropped", "ts", "received")
+
+
+def classify_status(mqtt_topic: str, payload: bytes, *, now_ms: int, status_topic: str = "device-status",
+                    rejected: str = "telemetry.rejected") -> Classified:
+    """What one ``vigil/<device>/status`` message becomes in the log (pure: ``now_ms`` is
+    the gateway's clock). A valid status -> one record on ``status_topic``: key = device id,
+    value = JSON with ``STATUS_FIELDS``, timestamp = ``now_ms``. Anything else -> one record
+    on ``rejected`` with header ``reason`` = ``bad-topic`` or ``bad-status`` and ``detail``."""
+    try:
+        device, channel = wire.parse_topic(mqtt_topic)
+        if channel != "status":
+            raise wire.WireError(f"expected a status topic, not {channel}")
+    except wire.WireError as exc:
+        return _refused(rejected, None, payload, "bad-topic", str(exc), mqtt_topic)
+    if len(payload) > REJECTED_SNIPPET:  # a status is ~200 bytes; keep the log's records small
+        return _refused(rejected, device, payload, "bad-status",
+                        f"status payload of {len(payload)} bytes exceeds {REJECTED_SNIPPET} bytes", mqtt_topic)
+    try:
+        st = wire.decode_status(payload)
+    except (wire.WireError, TypeError, ValueError) as exc:  # TypeError/ValueError: a non-object extra
+        return _refused(rejected, device, payload, "bad-status", str(exc), mqtt_topic)
+    value = {"device": device, "state": st.state, "version": st.version, "outbox_depth": st.outbox_depth,
+             "outbox_bytes": st.outbox_bytes, "dropped": st.dropped, "ts": st.ts, "received": now_ms}
+    body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return Classified(device, [Record(status_topic, device.encode(), body, now_ms)], None, accepted=1)
+
+
+def _refused(topic: str, device: str | None, payload: bytes, reason: str, detail: str,
+             mqtt_topic: str) -> Classified:
+    rec = Record(topic, device.encode() if device else None, payload[:REJECTED_SNIPPET], None,
+                 (("reason", reason.encode()), ("detail", detail[:500].encode()),
+                  ("mqtt-topic", mqtt_topic[:256].encode())))
+    return Classified(device, [rec], None, rejected={reason: 1})
 
 
 @dataclass(slots=True)
@@ -167,9 +230,11 @@ class Bridge:
     def _ensure_topics(self) -> None:
         c = self.config
         admin = AdminClient({"bootstrap.servers": c.bootstrap, "socket.connection.setup.timeout.ms": 3000})
-        futures = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1)
-                                       for t in (c.telemetry_topic, c.rejected_topic)],
-                                      operation_timeout=5, request_timeout=5)
+        topics = [NewTopic(t, num_partitions=1, replication_factor=1)
+                  for t in (c.telemetry_topic, c.rejected_topic)]
+        topics.append(NewTopic(c.status_topic, num_partitions=1, replication_factor=1,
+                               config={"cleanup.policy": "compact"}))
+        futures = admin.create_topics(topics, operation_timeout=5, request_timeout=5)
         for topic, fut in futures.items():
             try:
                 fut.result(timeout=8)
@@ -200,10 +265,12 @@ class Bridge:
         base = f"{wire.TOPIC_ROOT}/+/events"
         topic = f"$share/{self.config.group}/{base}" if shared else base
         peers = f"{wire.TOPIC_ROOT}/+/ack"  # other bridges' acks (our own echo is harmless)
+        status = f"{wire.TOPIC_ROOT}/+/status"  # never shared: shared ones get no retained messages
         if v5:
-            client.subscribe([(topic, SubscribeOptions(qos=1)), (peers, SubscribeOptions(qos=0, noLocal=True))])
+            client.subscribe([(topic, SubscribeOptions(qos=1)), (peers, SubscribeOptions(qos=0, noLocal=True)),
+                              (status, SubscribeOptions(qos=1))])
         else:
-            client.subscribe([(topic, 1), (peers, 0)])
+            client.subscribe([(topic, 1), (peers, 0), (status, 1)])
         self._connected.set()
         log.info("mqtt connected host=%s port=%d session_present=%s subscription=%s",
                  self.config.mqtt_host, self.config.mqtt_port,
@@ -240,6 +307,11 @@ class Bridge:
             self._warn("in-flight", "%d messages in flight: waiting for the log", len(self.ledger))
             time.sleep(0.01)
         now = time.time()
+        if msg.topic.endswith("/status"):
+            result = classify_status(msg.topic, bytes(msg.payload), now_ms=int(now * 1000),
+                                     status_topic=self.config.status_topic, rejected=self.config.rejected_topic)
+            self._inbound.put(_Inbound(self._generation, msg.mid, msg.qos, result, time.monotonic(), True))
+            return
         result = classify(msg.topic, bytes(msg.payload), now_ms=int(now * 1000),
                           telemetry=self.config.telemetry_topic, rejected=self.config.rejected_topic,
                           max_payload=self.config.max_payload, skew=self.config.skew)
@@ -269,8 +341,9 @@ class Bridge:
             return
         c = item.classified
         m = self.metrics
-        m.messages_in.inc()
-        m.events_in.inc(c.accepted)
+        if not item.status:  # the metrics count events messages
+            m.messages_in.inc()
+            m.events_in.inc(c.accepted)
         if c.skewed:
             m.skewed.inc(c.skewed)
         for reason, n in c.rejected.items():
