@@ -1,0 +1,550 @@
+"""Stream-processing benchmark: Vigil's window engine against Quix Streams, over Kafka.
+
+    PYTHONPATH=. .venv/bin/python tests/perf/bench_processors.py [--events 1000000]
+        [--keys 1000] [--only vigil|quix] [--json PATH] [-v]
+
+The job: a 10-second tumbling mean of ``data.value`` per device, final results only.
+
+1. Starts a Vigil broker (``vigil broker``, its durable file log in a temporary directory)
+   on a free loopback port, creates ``bench-telemetry`` (4 partitions) and the two output
+   topics, and produces N JSON events ``{"device","seq","ts","kind":"bench","data":{"value"}}``
+   keyed by device (1,000 devices, each one event per second of event time, up to 0.5 s
+   out of order: ``bench_windows.make_events``), record timestamp = ``ts``.
+2. Vigil, in its own process: a confluent-kafka consumer (``consume(num_messages=...)``,
+   orjson) feeding one `WindowEngine` per partition (tumbling 10 s ``mean("value")`` keyed
+   by device, Emit.FINAL, 1 s out-of-orderness, dedup by (device, seq)), each final result
+   produced as JSON to ``bench-means``. When all N events are in, an ``advance`` far in the
+   future closes the last windows (the end of a bounded input), the producer is flushed
+   and the offsets committed.
+3. Quix Streams, in its own process (own consumer group, state dir in the temporary
+   directory, changelog topics on, as by default):
+   ``sdf.apply(value).tumbling_window(10_000, grace_ms=1_000).mean().final()`` to
+   ``bench-means-quix``; window time is the record timestamp (Quix's default), windows
+   close per key (its default). It stops once it has processed N input events. Quix
+   cannot close the last windows of each key without later events, so it emits fewer.
+4. Reads both output topics back and checks that the two agree on the mean of every
+   (device, window) that both emitted.
+
+Each worker reports its wall time and CPU (user+sys of its whole process, librdkafka's
+threads included, from getrusage) from its first record to its last event processed and
+outputs flushed; "with startup" adds connecting, the group join and, for Quix, opening
+its state stores. Every process started here is stopped, by PID, before the script exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from bench_broker import Broker, cpu_seconds, machine, running, vigil_broker  # noqa: E402
+from bench_windows import make_events  # noqa: E402
+
+log = logging.getLogger("vigil.perf")
+
+TOPIC = "bench-telemetry"
+OUT_VIGIL = "bench-means"
+OUT_QUIX = "bench-means-quix"
+PARTITIONS = 4
+SIZE_MS = 10_000
+OUT_OF_ORDER_MS = 1_000
+STALL_TIMEOUT = 60.0  # seconds without a record before a worker gives up
+WORKER_TIMEOUT = 1800.0  # seconds a worker may take in all
+BATCH = 10_000  # records per consume() call
+
+CONSUMER_TUNING: dict[str, Any] = {
+    "fetch.max.bytes": 50 * 1024 * 1024,
+    "max.partition.fetch.bytes": 10 * 1024 * 1024,
+    "queued.min.messages": 200_000,
+    "fetch.wait.max.ms": 100,
+}
+PRODUCER_TUNING: dict[str, Any] = {
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 100_000,
+    "compression.type": "none",
+    "queue.buffering.max.messages": 2_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+}
+
+
+# ---------------------------------------------------------------------------- measure
+
+
+def process_cpu() -> float:
+    """User + system CPU seconds of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Clock:
+    """Wall and CPU readings at the worker's start, its first record and its end."""
+
+    started: tuple[float, float] = (0.0, 0.0)
+    first: tuple[float, float] | None = None
+    ended: tuple[float, float] = (0.0, 0.0)
+
+    @staticmethod
+    def now() -> tuple[float, float]:
+        return time.perf_counter(), process_cpu()
+
+    def start(self) -> None:
+        self.started = self.now()
+
+    def first_record(self) -> None:
+        if self.first is None:
+            self.first = self.now()
+
+    def end(self) -> None:
+        self.ended = self.now()
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    engine: str  # "vigil" or "quix"
+    events: int
+    seconds: float  # first record -> all processed and flushed
+    cpu_seconds: float  # over the same interval
+    startup_seconds: float  # worker start -> first record
+    startup_cpu_seconds: float
+    results: int  # window results the worker sent
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds / self.events * 1e6 if self.events else 0.0
+
+    @property
+    def events_per_s_with_startup(self) -> float:
+        total = self.seconds + self.startup_seconds
+        return self.events / total if total else 0.0
+
+    @classmethod
+    def from_clock(cls, engine: str, events: int, clock: Clock, results: int) -> WorkerResult:
+        first = clock.first or clock.ended
+        return cls(engine, events, clock.ended[0] - first[0], clock.ended[1] - first[1],
+                   first[0] - clock.started[0], first[1] - clock.started[1], results)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "events_per_s": self.events_per_s,
+                "cpu_us_per_event": self.cpu_us_per_event,
+                "events_per_s_with_startup": self.events_per_s_with_startup}
+
+
+# ------------------------------------------------------------------------------ input
+
+
+def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names],
+        request_timeout=15)
+    for future in futures.values():
+        future.result(timeout=20)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # wait until every partition has a leader
+        topics = admin.list_topics(timeout=5).topics
+        if all(n in topics and topics[n].error is None
+               and len(topics[n].partitions) == partitions for n in names):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topics {list(names)} have no metadata after create")
+
+
+def encode_events(events: int, keys: int) -> list[tuple[bytes, bytes, int]]:
+    """(key, JSON value, timestamp ms) of each event, in production order."""
+    return [(device.encode(), orjson.dumps({"device": device, "seq": seq, "ts": ts,
+                                            "kind": "bench", "data": data}), ts)
+            for device, seq, ts, data in make_events(events, keys)]
+
+
+def produce_events(bootstrap: str, records: Sequence[tuple[bytes, bytes, int]]) -> float:
+    """Send the events to TOPIC (partitioned by key, librdkafka's default partitioner) and
+    wait for every acknowledgement; returns the seconds it took."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", **PRODUCER_TUNING})
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None and len(failures) < 5:
+            failures.append(str(err))
+
+    began = time.perf_counter()
+    for key, value, ts in records:
+        while True:
+            try:
+                producer.produce(TOPIC, value, key, timestamp=ts, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    left = producer.flush(STALL_TIMEOUT)
+    if left or failures:
+        raise RuntimeError(f"produce to {TOPIC}: {left} undelivered, errors: {failures}")
+    return time.perf_counter() - began
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    """Every (key, value) in `topic`, from the beginning up to the high watermark."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, **CONSUMER_TUNING})
+    try:
+        meta = consumer.list_topics(topic=topic, timeout=10).topics[topic]
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in meta.partitions}
+        todo = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
+        out: list[tuple[bytes | None, bytes]] = []
+        last_progress = time.monotonic()
+        while todo:
+            batch = consumer.consume(num_messages=BATCH, timeout=1.0)
+            for msg in batch:
+                if msg.error() is not None:
+                    raise RuntimeError(f"reading {topic}: {msg.error()}")
+                out.append((msg.key(), msg.value()))
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    todo.discard(msg.partition())
+            if batch:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > STALL_TIMEOUT:
+                raise RuntimeError(f"reading {topic} stalled; partitions left: {sorted(todo)}")
+        return out
+    finally:
+        consumer.close()
+
+
+WindowMeans = dict[tuple[str, int], float]  # (device, window start) -> mean
+
+
+def vigil_means(records: Sequence[tuple[bytes | None, bytes]]) -> WindowMeans:
+    out: WindowMeans = {}
+    for _key, value in records:
+        r = orjson.loads(value)
+        out[(r["device"], r["start"])] = r["mean"]
+    return out
+
+
+def quix_means(records: Sequence[tuple[bytes | None, bytes]]) -> WindowMeans:
+    out: WindowMeans = {}
+    for key, value in records:
+        if key is None:
+            raise RuntimeError("a Quix result without a key")
+        r = orjson.loads(value)
+        out[(key.decode(), r["start"])] = r["value"]
+    return out
+
+
+@dataclass(frozen=True)
+class Agreement:
+    vigil_windows: int
+    quix_windows: int
+    both: int
+    differing: list[tuple[str, int, float, float]]  # up to 10 (device, start, vigil, quix)
+    differing_count: int
+
+
+def compare(vigil: WindowMeans, quix: WindowMeans, tolerance: float = 1e-9) -> Agreement:
+    both = vigil.keys() & quix.keys()
+    bad = [(k[0], k[1], vigil[k], quix[k]) for k in sorted(both)
+           if abs(vigil[k] - quix[k]) > tolerance * max(1.0, abs(vigil[k]))]
+    return Agreement(len(vigil), len(quix), len(both), bad[:10], len(bad))
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def run_vigil(bootstrap: str, events: int, group: str) -> WorkerResult:
+    """The Vigil job: confluent-kafka in, one WindowEngine per partition, JSON results out."""
+    from processors.windows import Emit, Output, Query, Tumbling, WindowEngine, mean
+
+    clock = Clock()
+    clock.start()
+    query = Query("mean", Tumbling(SIZE_MS), {"mean": mean("value")}, Emit.FINAL)
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, **CONSUMER_TUNING,
+    })
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", **PRODUCER_TUNING})
+    engines: dict[int, WindowEngine] = {}
+    produce = producer.produce
+    sent = 0
+
+    def emit(output: Output) -> None:
+        nonlocal sent
+        for r in output.results:
+            produce(OUT_VIGIL, orjson.dumps({"device": r.key, "start": r.start, "end": r.end,
+                                             "mean": r.values["mean"]}), r.key)
+        sent += len(output.results)
+        producer.poll(0)
+
+    loads = orjson.loads
+    consumer.subscribe([TOPIC])
+    try:
+        seen = 0
+        last_progress = time.monotonic()
+        while seen < events:
+            batch = consumer.consume(num_messages=min(BATCH, events - seen), timeout=1.0)
+            if not batch:
+                if time.monotonic() - last_progress > STALL_TIMEOUT:
+                    raise RuntimeError(f"vigil worker stalled at {seen}/{events} events")
+                continue
+            clock.first_record()
+            last_progress = time.monotonic()
+            for msg in batch:
+                value = msg.value()
+                if value is None:
+                    raise RuntimeError(f"consume {TOPIC}: {msg.error()}")
+                partition = msg.partition()
+                engine = engines.get(partition)
+                if engine is None:
+                    engine = engines[partition] = WindowEngine(
+                        [query], max_out_of_order_ms=OUT_OF_ORDER_MS, idle_timeout_ms=1)
+                e = loads(value)
+                output = engine.process(e["device"], e["seq"], e["ts"], e["data"])
+                if output.results:
+                    emit(output)
+            seen += len(batch)
+        # End of the bounded input: a wall-clock tick far past every window closes them all.
+        for engine in engines.values():
+            engine.advance(0)
+            emit(engine.advance(2**52))
+        left = producer.flush(STALL_TIMEOUT)
+        if left:
+            raise RuntimeError(f"vigil worker: {left} results undelivered")
+        consumer.commit(asynchronous=False)
+        clock.end()
+        late = sum(e.late_count for e in engines.values())
+        if late:
+            log.warning("vigil worker: %d late events", late)
+    finally:
+        consumer.close()
+    return WorkerResult.from_clock("vigil", seen, clock, sent)
+
+
+def run_quix(bootstrap: str, events: int, group: str, state_dir: Path) -> WorkerResult:
+    """The same job in Quix Streams, stopped after `events` input messages."""
+    from quixstreams import Application
+
+    clock = Clock()
+    clock.start()
+    processed = 0
+    sent = 0
+    app: Application | None = None
+
+    def on_processed(_topic: str, _partition: int, _offset: int) -> None:
+        nonlocal processed
+        clock.first_record()  # first record processed: close enough to its arrival
+        processed += 1
+        if processed >= events and app is not None:
+            app.stop()
+
+    def count_result(result: Any) -> None:
+        nonlocal sent
+        sent += 1
+
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=group,
+        auto_offset_reset="earliest",
+        state_dir=state_dir,
+        loglevel="WARNING",
+        on_message_processed=on_processed,
+        consumer_extra_config=dict(CONSUMER_TUNING),
+        producer_extra_config={k: v for k, v in PRODUCER_TUNING.items()
+                               if k not in ("batch.num.messages",)},
+    )
+    source = app.topic(TOPIC, value_deserializer="json", key_deserializer="str")
+    sink = app.topic(OUT_QUIX, value_serializer="json", key_serializer="str")
+    sdf = app.dataframe(source)
+    sdf = sdf.apply(lambda event: event["data"]["value"])
+    sdf = sdf.tumbling_window(SIZE_MS, grace_ms=OUT_OF_ORDER_MS).mean().final()
+    sdf = sdf.update(count_result)
+    sdf.to_topic(sink)
+    app.run()  # returns after stop(): the last checkpoint committed, the producer flushed
+    clock.end()
+    if processed < events:
+        raise RuntimeError(f"quix worker stopped after {processed}/{events} events")
+    return WorkerResult.from_clock("quix", processed, clock, sent)
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    """Run one engine's job and write its WorkerResult as JSON to --result."""
+    group = f"bench-{args.worker}-{uuid.uuid4().hex[:8]}"
+    if args.worker == "vigil":
+        result = run_vigil(args.bootstrap, args.events, group)
+    else:
+        result = run_quix(args.bootstrap, args.events, group, Path(args.state_dir))
+    Path(args.result).write_text(json.dumps(asdict(result)))
+    return 0
+
+
+@contextmanager
+def worker_process(name: str, bootstrap: str, events: int, workdir: Path) -> Iterator[Path]:
+    """Run a worker (this script with --worker) to completion; yields its result file."""
+    result = workdir / f"{name}-result.json"
+    state = workdir / f"{name}-state"
+    state.mkdir(exist_ok=True)
+    argv = [sys.executable, __file__, "--worker", name, "--bootstrap", bootstrap,
+            "--events", str(events), "--state-dir", str(state), "--result", str(result)]
+    with open(workdir / f"{name}.log", "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        code = proc.wait(WORKER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    if code != 0:
+        tail = "\n".join((workdir / f"{name}.log").read_text(errors="replace")
+                         .splitlines()[-30:])
+        raise RuntimeError(f"{name} worker failed (exit {code}):\n{tail}")
+    yield result
+
+
+def run_worker(name: str, broker: Broker, events: int,
+               workdir: Path) -> tuple[WorkerResult, float]:
+    """(the worker's result, the broker's CPU seconds while it ran)."""
+    broker_cpu = cpu_seconds(broker.pid)
+    print(f"running {name} over {events:,} events ...", file=sys.stderr)
+    with worker_process(name, broker.bootstrap, events, workdir) as path:
+        result = WorkerResult(**json.loads(path.read_text()))
+    return result, cpu_seconds(broker.pid) - broker_cpu
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def format_report(info: dict[str, Any], events: int, keys: int, produce_s: float,
+                  results: Sequence[tuple[WorkerResult, float]],
+                  agreement: Agreement | None) -> str:
+    lines = [
+        f"machine: {info['cpu_model']}, os.cpu_count()={info['cores']}, "
+        f"Python {info['python']}, librdkafka {info['librdkafka']}, "
+        f"load average {info['loadavg']}",
+        f"job: 10 s tumbling mean per device, {events:,} events, {keys:,} devices, "
+        f"{PARTITIONS} partitions, Vigil broker on loopback",
+        f"input produced in {produce_s:.1f} s",
+        "",
+        f"{'engine':<7} {'events/s':>10} {'CPU-us/event':>13} {'seconds':>8} {'CPU s':>7} "
+        f"{'startup s':>10} {'events/s with startup':>22} {'windows out':>12} "
+        f"{'broker CPU s':>13}",
+    ]
+    for r, broker_cpu in results:
+        lines.append(
+            f"{r.engine:<7} {r.events_per_s:>10,.0f} {r.cpu_us_per_event:>13.1f} "
+            f"{r.seconds:>8.2f} {r.cpu_seconds:>7.2f} {r.startup_seconds:>10.2f} "
+            f"{r.events_per_s_with_startup:>22,.0f} {r.results:>12,} {broker_cpu:>13.2f}")
+    by_name = {r.engine: r for r, _ in results}
+    if "vigil" in by_name and "quix" in by_name:
+        v, q = by_name["vigil"], by_name["quix"]
+        lines += ["", f"Vigil / Quix: events/s {v.events_per_s / q.events_per_s:.1f}x, "
+                      f"CPU per event {q.cpu_us_per_event / v.cpu_us_per_event:.1f}x less, "
+                      f"with startup {v.events_per_s_with_startup / q.events_per_s_with_startup:.1f}x"]
+    if agreement is not None:
+        a = agreement
+        verdict = "agree" if not a.differing_count else f"DIFFER in {a.differing_count}"
+        lines += [f"windows emitted: Vigil {a.vigil_windows:,}, Quix {a.quix_windows:,}; "
+                  f"{a.both:,} in both, whose means {verdict}"]
+        lines += [f"  {d}: vigil {vm!r} quix {qm!r}" for d, _s, vm, qm in a.differing]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+def bench(args: argparse.Namespace) -> int:
+    info = machine()
+    info["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    engines = [args.only] if args.only else ["vigil", "quix"]
+    print(f"encoding {args.events:,} events ...", file=sys.stderr)
+    records = encode_events(args.events, args.keys)
+    results: list[tuple[WorkerResult, float]] = []
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-proc-") as tmp:
+        workdir = Path(tmp)
+        broker = vigil_broker(workdir)
+        try:
+            with running(broker):
+                create_topics(broker.bootstrap, [TOPIC, OUT_VIGIL, OUT_QUIX], PARTITIONS)
+                print(f"producing to {TOPIC} on {broker.bootstrap} ...", file=sys.stderr)
+                produce_s = produce_events(broker.bootstrap, records)
+                del records
+                for name in engines:
+                    results.append(run_worker(name, broker, args.events, workdir))
+                outputs: dict[str, WindowMeans] = {}
+                for name, topic, parse in (("vigil", OUT_VIGIL, vigil_means),
+                                           ("quix", OUT_QUIX, quix_means)):
+                    if name in engines:
+                        outputs[name] = parse(read_topic(broker.bootstrap, topic))
+        except (RuntimeError, KafkaException) as exc:
+            print(f"bench: {exc}\n{broker.log_tail()}", file=sys.stderr)
+            return 1
+    agreement = (compare(outputs["vigil"], outputs["quix"])
+                 if len(outputs) == 2 else None)
+    print(format_report(info, args.events, args.keys, produce_s, results, agreement))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": info, "events": args.events, "keys": args.keys,
+            "partitions": PARTITIONS, "produce_seconds": produce_s,
+            "results": [{**r.as_json(), "broker_cpu_seconds": b} for r, b in results],
+            "agreement": asdict(agreement) if agreement else None,
+        }, indent=2) + "\n")
+    if agreement is not None and agreement.differing_count:
+        return 2
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=1_000)
+    parser.add_argument("--only", choices=["vigil", "quix"], help="run one engine only")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    # internal: run one engine's job in this process (the parent starts these)
+    parser.add_argument("--worker", choices=["vigil", "quix"], help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.worker:
+        return worker_main(args)
+    return bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
