@@ -12,7 +12,14 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from gateway.cluster import ClusterUnavailable, PartitionInfo, RawCluster, build_view, describe_cluster, lag
+from gateway.cluster import (
+    ClusterUnavailable,
+    PartitionInfo,
+    RawCluster,
+    build_view,
+    describe_cluster,
+    lag,
+)
 from tests.conftest import BrokerProcess, free_port
 
 # --- the pure core -----------------------------------------------------------------------
