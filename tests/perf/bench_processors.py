@@ -66,9 +66,13 @@ log = logging.getLogger("vigil.perf")
 TOPIC = "bench-telemetry"
 OUT_VIGIL = "bench-means"
 OUT_QUIX = "bench-means-quix"
+OUT_QUIX_NOCHANGELOG = "bench-means-quix-nochangelog"
+QUIX_OUTPUTS = {"quix": OUT_QUIX, "quix-nochangelog": OUT_QUIX_NOCHANGELOG}
+ENGINES = ("vigil", "quix", "quix-nochangelog")
 PARTITIONS = 4
 SIZE_MS = 10_000
 OUT_OF_ORDER_MS = 1_000
+COMMIT_INTERVAL = 5.0  # seconds between checkpoints, as Quix's default commit_interval
 STALL_TIMEOUT = 60.0  # seconds without a record before a worker gives up
 WORKER_TIMEOUT = 1800.0  # seconds a worker may take in all
 BATCH = 10_000  # records per consume() call
@@ -279,8 +283,10 @@ def compare(vigil: WindowMeans, quix: WindowMeans, tolerance: float = 1e-9) -> A
 # ----------------------------------------------------------------------------- workers
 
 
-def run_vigil(bootstrap: str, events: int, group: str) -> WorkerResult:
-    """The Vigil job: confluent-kafka in, one WindowEngine per partition, JSON results out."""
+def run_vigil(bootstrap: str, events: int, group: str, state_dir: Path) -> WorkerResult:
+    """The Vigil job: confluent-kafka in, one WindowEngine per partition, JSON results out.
+    Every COMMIT_INTERVAL and at the end, a checkpoint: the results flushed, each engine's
+    snapshot written to `state_dir`, then the input offsets committed."""
     from processors.windows import Emit, Output, Query, Tumbling, WindowEngine, mean
 
     clock = Clock()
@@ -303,11 +309,22 @@ def run_vigil(bootstrap: str, events: int, group: str) -> WorkerResult:
         sent += len(output.results)
         producer.poll(0)
 
+    def checkpoint() -> None:
+        left = producer.flush(STALL_TIMEOUT)
+        if left:
+            raise RuntimeError(f"vigil worker: {left} results undelivered")
+        for partition, engine in engines.items():
+            path = state_dir / f"{TOPIC}-{partition}.snapshot"
+            path.with_suffix(".tmp").write_bytes(engine.snapshot())
+            path.with_suffix(".tmp").replace(path)
+        consumer.commit(asynchronous=False)
+
     loads = orjson.loads
     consumer.subscribe([TOPIC])
     try:
         seen = 0
         last_progress = time.monotonic()
+        next_checkpoint = last_progress + COMMIT_INTERVAL
         while seen < events:
             batch = consumer.consume(num_messages=min(BATCH, events - seen), timeout=1.0)
             if not batch:
@@ -315,7 +332,6 @@ def run_vigil(bootstrap: str, events: int, group: str) -> WorkerResult:
                     raise RuntimeError(f"vigil worker stalled at {seen}/{events} events")
                 continue
             clock.first_record()
-            last_progress = time.monotonic()
             for msg in batch:
                 value = msg.value()
                 if value is None:
@@ -330,14 +346,15 @@ def run_vigil(bootstrap: str, events: int, group: str) -> WorkerResult:
                 if output.results:
                     emit(output)
             seen += len(batch)
+            last_progress = time.monotonic()
+            if last_progress >= next_checkpoint:  # the batch is processed: its offsets may go
+                checkpoint()
+                next_checkpoint = last_progress + COMMIT_INTERVAL
         # End of the bounded input: a wall-clock tick far past every window closes them all.
         for engine in engines.values():
             engine.advance(0)
             emit(engine.advance(2**52))
-        left = producer.flush(STALL_TIMEOUT)
-        if left:
-            raise RuntimeError(f"vigil worker: {left} results undelivered")
-        consumer.commit(asynchronous=False)
+        checkpoint()
         clock.end()
         late = sum(e.late_count for e in engines.values())
         if late:
@@ -347,10 +364,13 @@ def run_vigil(bootstrap: str, events: int, group: str) -> WorkerResult:
     return WorkerResult.from_clock("vigil", seen, clock, sent)
 
 
-def run_quix(bootstrap: str, events: int, group: str, state_dir: Path) -> WorkerResult:
-    """The same job in Quix Streams, stopped after `events` input messages."""
+def run_quix(bootstrap: str, events: int, group: str, state_dir: Path,
+             changelog: bool = True) -> WorkerResult:
+    """The same job in Quix Streams, stopped after `events` input messages. With
+    `changelog` (Quix's default) every state update also goes to a changelog topic."""
     from quixstreams import Application
 
+    name = "quix" if changelog else "quix-nochangelog"
     clock = Clock()
     clock.start()
     processed = 0
@@ -374,13 +394,14 @@ def run_quix(bootstrap: str, events: int, group: str, state_dir: Path) -> Worker
         auto_offset_reset="earliest",
         state_dir=state_dir,
         loglevel="WARNING",
+        use_changelog_topics=changelog,
         on_message_processed=on_processed,
         consumer_extra_config=dict(CONSUMER_TUNING),
         producer_extra_config={k: v for k, v in PRODUCER_TUNING.items()
                                if k not in ("batch.num.messages",)},
     )
     source = app.topic(TOPIC, value_deserializer="json", key_deserializer="str")
-    sink = app.topic(OUT_QUIX, value_serializer="json", key_serializer="str")
+    sink = app.topic(QUIX_OUTPUTS[name], value_serializer="json", key_serializer="str")
     sdf = app.dataframe(source)
     sdf = sdf.apply(lambda event: event["data"]["value"])
     sdf = sdf.tumbling_window(SIZE_MS, grace_ms=OUT_OF_ORDER_MS).mean().final()
@@ -389,17 +410,19 @@ def run_quix(bootstrap: str, events: int, group: str, state_dir: Path) -> Worker
     app.run()  # returns after stop(): the last checkpoint committed, the producer flushed
     clock.end()
     if processed < events:
-        raise RuntimeError(f"quix worker stopped after {processed}/{events} events")
-    return WorkerResult.from_clock("quix", processed, clock, sent)
+        raise RuntimeError(f"{name} worker stopped after {processed}/{events} events")
+    return WorkerResult.from_clock(name, processed, clock, sent)
 
 
 def worker_main(args: argparse.Namespace) -> int:
     """Run one engine's job and write its WorkerResult as JSON to --result."""
     group = f"bench-{args.worker}-{uuid.uuid4().hex[:8]}"
+    state_dir = Path(args.state_dir)
     if args.worker == "vigil":
-        result = run_vigil(args.bootstrap, args.events, group)
+        result = run_vigil(args.bootstrap, args.events, group, state_dir)
     else:
-        result = run_quix(args.bootstrap, args.events, group, Path(args.state_dir))
+        result = run_quix(args.bootstrap, args.events, group, state_dir,
+                          changelog=args.worker == "quix")
     Path(args.result).write_text(json.dumps(asdict(result)))
     return 0
 
@@ -407,12 +430,14 @@ def worker_main(args: argparse.Namespace) -> int:
 @contextmanager
 def worker_process(name: str, bootstrap: str, events: int, workdir: Path) -> Iterator[Path]:
     """Run a worker (this script with --worker) to completion; yields its result file."""
-    result = workdir / f"{name}-result.json"
-    state = workdir / f"{name}-state"
-    state.mkdir(exist_ok=True)
+    run = f"{name}-{uuid.uuid4().hex[:6]}"
+    result = workdir / f"{run}-result.json"
+    state = workdir / f"{run}-state"
+    state.mkdir()
+    log_path = workdir / f"{run}.log"
     argv = [sys.executable, __file__, "--worker", name, "--bootstrap", bootstrap,
             "--events", str(events), "--state-dir", str(state), "--result", str(result)]
-    with open(workdir / f"{name}.log", "wb") as out:
+    with open(log_path, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -424,57 +449,74 @@ def worker_process(name: str, bootstrap: str, events: int, workdir: Path) -> Ite
             proc.kill()
             proc.wait(10)
     if code != 0:
-        tail = "\n".join((workdir / f"{name}.log").read_text(errors="replace")
-                         .splitlines()[-30:])
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"{name} worker failed (exit {code}):\n{tail}")
     yield result
 
 
-def run_worker(name: str, broker: Broker, events: int,
-               workdir: Path) -> tuple[WorkerResult, float]:
-    """(the worker's result, the broker's CPU seconds while it ran)."""
+@dataclass(frozen=True)
+class Run:
+    result: WorkerResult
+    broker_cpu_seconds: float  # the broker's CPU while the worker ran, startup included
+
+
+def run_worker(name: str, broker: Broker, events: int, workdir: Path) -> Run:
     broker_cpu = cpu_seconds(broker.pid)
     print(f"running {name} over {events:,} events ...", file=sys.stderr)
     with worker_process(name, broker.bootstrap, events, workdir) as path:
         result = WorkerResult(**json.loads(path.read_text()))
-    return result, cpu_seconds(broker.pid) - broker_cpu
+    log.info("%s: %.0f events/s, %.1f CPU-us/event", name, result.events_per_s,
+             result.cpu_us_per_event)
+    return Run(result, cpu_seconds(broker.pid) - broker_cpu)
+
+
+def median_run(runs: Sequence[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.result.events_per_s)[len(runs) // 2]
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def format_report(info: dict[str, Any], events: int, keys: int, produce_s: float,
-                  results: Sequence[tuple[WorkerResult, float]],
-                  agreement: Agreement | None) -> str:
+def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
+                  produce_s: float, runs: Sequence[Run],
+                  agreements: dict[str, Agreement]) -> str:
     lines = [
         f"machine: {info['cpu_model']}, os.cpu_count()={info['cores']}, "
-        f"Python {info['python']}, librdkafka {info['librdkafka']}, "
-        f"load average {info['loadavg']}",
+        f"Python {info['python']}, librdkafka {info['librdkafka']}, quixstreams "
+        f"{info['quixstreams']}, load average before the run {info['loadavg']}",
         f"job: 10 s tumbling mean per device, {events:,} events, {keys:,} devices, "
-        f"{PARTITIONS} partitions, Vigil broker on loopback",
-        f"input produced in {produce_s:.1f} s",
+        f"{PARTITIONS} partitions, Vigil's broker on loopback; input produced in "
+        f"{produce_s:.1f} s; median of {rounds} round(s)",
         "",
-        f"{'engine':<7} {'events/s':>10} {'CPU-us/event':>13} {'seconds':>8} {'CPU s':>7} "
-        f"{'startup s':>10} {'events/s with startup':>22} {'windows out':>12} "
-        f"{'broker CPU s':>13}",
+        f"{'engine':<17} {'events/s':>9} {'CPU-us/event':>12} {'seconds':>8} {'CPU s':>6} "
+        f"{'startup s':>9} {'events/s incl. startup':>22} {'windows out':>11} "
+        f"{'broker CPU s':>12}",
     ]
-    for r, broker_cpu in results:
+    for run in runs:
+        r = run.result
         lines.append(
-            f"{r.engine:<7} {r.events_per_s:>10,.0f} {r.cpu_us_per_event:>13.1f} "
-            f"{r.seconds:>8.2f} {r.cpu_seconds:>7.2f} {r.startup_seconds:>10.2f} "
-            f"{r.events_per_s_with_startup:>22,.0f} {r.results:>12,} {broker_cpu:>13.2f}")
-    by_name = {r.engine: r for r, _ in results}
-    if "vigil" in by_name and "quix" in by_name:
-        v, q = by_name["vigil"], by_name["quix"]
-        lines += ["", f"Vigil / Quix: events/s {v.events_per_s / q.events_per_s:.1f}x, "
-                      f"CPU per event {q.cpu_us_per_event / v.cpu_us_per_event:.1f}x less, "
-                      f"with startup {v.events_per_s_with_startup / q.events_per_s_with_startup:.1f}x"]
-    if agreement is not None:
-        a = agreement
-        verdict = "agree" if not a.differing_count else f"DIFFER in {a.differing_count}"
-        lines += [f"windows emitted: Vigil {a.vigil_windows:,}, Quix {a.quix_windows:,}; "
-                  f"{a.both:,} in both, whose means {verdict}"]
-        lines += [f"  {d}: vigil {vm!r} quix {qm!r}" for d, _s, vm, qm in a.differing]
+            f"{r.engine:<17} {r.events_per_s:>9,.0f} {r.cpu_us_per_event:>12.1f} "
+            f"{r.seconds:>8.2f} {r.cpu_seconds:>6.2f} {r.startup_seconds:>9.2f} "
+            f"{r.events_per_s_with_startup:>22,.0f} {r.results:>11,} "
+            f"{run.broker_cpu_seconds:>12.2f}")
+    by_name = {run.result.engine: run.result for run in runs}
+    vigil = by_name.get("vigil")
+    if vigil is not None and len(by_name) > 1:
+        lines += ["", f"{'Vigil / ...':<17} {'events/s':>9} {'CPU/event':>12} "
+                      f"{'incl. startup':>14}"]
+        for name, other in by_name.items():
+            if name == "vigil":
+                continue
+            lines.append(
+                f"{name:<17} {vigil.events_per_s / other.events_per_s:>8.1f}x "
+                f"{other.cpu_us_per_event / vigil.cpu_us_per_event:>9.1f}x less "
+                f"{vigil.events_per_s_with_startup / other.events_per_s_with_startup:>13.1f}x")
+    for name, a in agreements.items():
+        verdict = "agree" if not a.differing_count else f"DIFFER in {a.differing_count:,}"
+        lines += ["", f"windows emitted: Vigil {a.vigil_windows:,}, {name} {a.quix_windows:,}; "
+                      f"{a.both:,} in both, whose means {verdict}"]
+        lines += [f"  {d} window {s}: vigil {vm!r}, {name} {qm!r}"
+                  for d, s, vm, qm in a.differing]
     return "\n".join(lines)
 
 
@@ -482,59 +524,74 @@ def format_report(info: dict[str, Any], events: int, keys: int, produce_s: float
 
 
 def bench(args: argparse.Namespace) -> int:
+    from importlib.metadata import version
+
     info = machine()
     info["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    engines = [args.only] if args.only else ["vigil", "quix"]
+    info["quixstreams"] = version("quixstreams")
+    engines: list[str] = args.engines
     print(f"encoding {args.events:,} events ...", file=sys.stderr)
     records = encode_events(args.events, args.keys)
-    results: list[tuple[WorkerResult, float]] = []
+    every: list[Run] = []
+    medians: list[Run] = []
+    outputs: dict[str, WindowMeans] = {}
     with tempfile.TemporaryDirectory(prefix="vigil-bench-proc-") as tmp:
         workdir = Path(tmp)
         broker = vigil_broker(workdir)
         try:
             with running(broker):
-                create_topics(broker.bootstrap, [TOPIC, OUT_VIGIL, OUT_QUIX], PARTITIONS)
+                create_topics(broker.bootstrap, [TOPIC, OUT_VIGIL, *QUIX_OUTPUTS.values()],
+                              PARTITIONS)
                 print(f"producing to {TOPIC} on {broker.bootstrap} ...", file=sys.stderr)
                 produce_s = produce_events(broker.bootstrap, records)
                 del records
+                for _ in range(args.rounds):  # engines take turns, each round
+                    every += [run_worker(name, broker, args.events, workdir)
+                              for name in engines]
                 for name in engines:
-                    results.append(run_worker(name, broker, args.events, workdir))
-                outputs: dict[str, WindowMeans] = {}
-                for name, topic, parse in (("vigil", OUT_VIGIL, vigil_means),
-                                           ("quix", OUT_QUIX, quix_means)):
-                    if name in engines:
-                        outputs[name] = parse(read_topic(broker.bootstrap, topic))
+                    medians.append(median_run([r for r in every if r.result.engine == name]))
+                    topic = OUT_VIGIL if name == "vigil" else QUIX_OUTPUTS[name]
+                    parse = vigil_means if name == "vigil" else quix_means
+                    outputs[name] = parse(read_topic(broker.bootstrap, topic))
         except (RuntimeError, KafkaException) as exc:
             print(f"bench: {exc}\n{broker.log_tail()}", file=sys.stderr)
             return 1
-    agreement = (compare(outputs["vigil"], outputs["quix"])
-                 if len(outputs) == 2 else None)
-    print(format_report(info, args.events, args.keys, produce_s, results, agreement))
+    agreements = {name: compare(outputs["vigil"], means)
+                  for name, means in outputs.items() if name != "vigil" and "vigil" in outputs}
+    print(format_report(info, args.events, args.keys, args.rounds, produce_s, medians,
+                        agreements))
     if args.json:
         args.json.write_text(json.dumps({
             "machine": info, "events": args.events, "keys": args.keys,
-            "partitions": PARTITIONS, "produce_seconds": produce_s,
-            "results": [{**r.as_json(), "broker_cpu_seconds": b} for r, b in results],
-            "agreement": asdict(agreement) if agreement else None,
+            "partitions": PARTITIONS, "rounds": args.rounds, "produce_seconds": produce_s,
+            "results": [{**r.result.as_json(), "broker_cpu_seconds": r.broker_cpu_seconds}
+                        for r in medians],
+            "every_round": [{**r.result.as_json(), "broker_cpu_seconds": r.broker_cpu_seconds}
+                            for r in every],
+            "agreement": {name: asdict(a) for name, a in agreements.items()},
         }, indent=2) + "\n")
-    if agreement is not None and agreement.differing_count:
-        return 2
-    return 0
+    return 2 if any(a.differing_count for a in agreements.values()) else 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=1_000)
-    parser.add_argument("--only", choices=["vigil", "quix"], help="run one engine only")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of each engine (they take turns); the median is reported")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
+                        help="which jobs to run (default: all three)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument("-v", "--verbose", action="store_true")
     # internal: run one engine's job in this process (the parent starts these)
-    parser.add_argument("--worker", choices=["vigil", "quix"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.keys < 1 or args.rounds < 1:
+        parser.error("--events, --keys and --rounds must be at least 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
