@@ -1,8 +1,9 @@
 """`vigil up`: run the appliance on one machine, supervised, with data under ./var.
 
 It runs what exists: the log broker (with Vigil's topics), an MQTT broker (a system
-Mosquitto if installed, else the embedded one), the gateway bridge, and simulated devices
-through real agents. Processors, the API and the dashboard join as they are built.
+Mosquitto if installed, else the embedded one), the gateway bridge, the stream
+processors (rules configured for the simulated town in ``var/processors.toml``), and
+simulated devices through real agents. The API and the dashboard join as they are built.
 """
 
 from __future__ import annotations
@@ -26,8 +27,31 @@ TOPICS: dict[str, tuple[int, dict[str, str]]] = {
     "telemetry": (6, {}),
     "telemetry.rejected": (1, {}),
     "alerts": (3, {}),
-    "device-state": (3, {"cleanup.policy": "compact"}),
+    "device-state": (6, {"cleanup.policy": "compact"}),
+    "device-status": (1, {"cleanup.policy": "compact"}),
 }
+
+
+def processors_conf(var: Path) -> Path:
+    """The processors' rules for the simulated town (kept if the user edited it): its
+    zones as geofences, 50 km/h in the town centre, 100 km/h elsewhere."""
+    from edge.sim.vehicle import AREAS, TOWN_CENTRE_ZONE
+
+    path = var / "processors.toml"
+    if path.exists():
+        return path
+    lines = ["# Written by `vigil up` for the simulated devices; see processors/config.py.",
+             "[vehicles]", f"default_speed_limit = {100 / 3.6:.2f}  # m/s (100 km/h)",
+             "overspeed_duration_s = 5", "idle_duration_s = 60", ""]
+    for area in AREAS:
+        lines += ["[[vehicles.zones]]", f'name = "{area.name}"', f"lat = {area.lat}", f"lon = {area.lon}",
+                  f"radius_m = {area.radius_m}"]
+        if area is TOWN_CENTRE_ZONE:
+            lines.append(f"speed_limit = {50 / 3.6:.2f}  # 50 km/h")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
 
 
 @dataclass
@@ -200,6 +224,9 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
                          "--bootstrap", bootstrap, "--username", "vigil-bridge", "--mqtt-version", mqtt_version,
                          "--password-file", str(bridge_password), "--client-id", "vigil-up-bridge"],
               logs / "bridge.log"),
+        Child("processors", [python, "-m", "deploy.cli", "processors", "--bootstrap", bootstrap,
+                             "--config", str(processors_conf(var)), "--instance-id", "vigil-up-processors",
+                             "--client-id", "vigil-up-processors"], logs / "processors.log"),
         Child("devices", [python, "-m", "deploy.cli", "edge", "simulate", "--vehicles", str(vehicles),
                           "--patients", str(patients), "--speedup", str(speedup), "--mqtt", mqtt_address,
                           "--credentials", str(creds), "--outbox-dir", str(var / "edge-sim")],
@@ -224,11 +251,12 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
         else:
             print(f"  MQTT broker (embedded)       {mqtt_address}  (install mosquitto for more throughput)")
         print("  gateway bridge               MQTT vigil/+/events -> telemetry, acks to devices")
+        print(f"  stream processors            telemetry -> alerts, device-state  (rules: {var / 'processors.toml'})")
         print(f"  simulated devices            {vehicles} vehicles, {patients} patients (real agents)")
         vigil = Path(python).parent / "vigil"
         cmd = str(vigil) if vigil.exists() else f"{python} -m deploy.cli"
         print("Try, in another terminal:")
-        print(f"  {cmd} consume --topic telemetry --print-key --bootstrap-server {bootstrap}")
+        print(f"  {cmd} consume --topic alerts --print-key --bootstrap-server {bootstrap}")
         print(f"  {cmd} groups list --bootstrap-server {bootstrap}")
         print(f"  {cmd} topics describe --bootstrap-server {bootstrap}")
         print("Press Ctrl-C to stop.", flush=True)
