@@ -18,6 +18,7 @@ _PARTS: tuple[tuple[str, str], ...] = (
     ("edge.cli", "the device agent"),
     ("broker.cli", "the Kafka-compatible log and its admin tools"),
     ("gateway.cli", "the MQTT -> log bridge and the device registry"),
+    ("gateway.api_cli", "API tokens"),
     ("processors.cli", "the stream processors"),
     ("deploy.up", "the one-box launcher"),
 )

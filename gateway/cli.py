@@ -67,6 +67,10 @@ def register(sub: Any) -> None:
     m.add_argument("--registry", default=_env("VIGIL_REGISTRY", "var/gateway/devices.db"))
     m.set_defaults(func=_mqtt)
 
+    from gateway.api_cli import register_api
+
+    register_api(gsub)
+
     d = sub.add_parser("devices", help="the device registry and MQTT credentials")
     d.add_argument("--registry", default=_env("VIGIL_REGISTRY", "var/gateway/devices.db"))
     d.add_argument("--mosquitto-passwd", default=_env("VIGIL_MOSQUITTO_PASSWD", "var/mosquitto/passwd"))

@@ -110,7 +110,7 @@ class TokenStore:
 
     @staticmethod
     def _public(row: dict[str, object]) -> dict[str, object]:
-        out = {k: v for k, v in row.items() if k != "secret_sha256"}
+        out = {k: v for k, v in row.items() if k not in ("secret_sha256", "last_used_at")}
         if isinstance(out.get("scopes"), str):
             out["scopes"] = orjson.loads(str(out["scopes"]))
         return out
