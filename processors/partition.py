@@ -32,7 +32,6 @@ Outputs, deterministic given the input order (see the contract in ``processors``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +47,10 @@ from processors.windows import (
     WindowEngine,
     WindowResult,
     count,
-    fold,
     maximum,
     mean,
     minimum,
+    total,
 )
 
 __all__ = ["OutRecord", "PartitionProcessor"]
@@ -73,23 +72,12 @@ class OutRecord:
     ts: int
 
 
-def _track_add(acc: list[Any], event: Mapping[str, Any]) -> list[Any]:
-    """[lat, lon, metres]: distance along the positions of a window, in arrival order."""
-    lat, lon = event.get("lat"), event.get("lon")
-    if not isinstance(lat, int | float) or not isinstance(lon, int | float) or event.get("mode") == 1:
-        return acc
-    if acc[0] is not None:
-        acc[2] += haversine_m(acc[0], acc[1], lat, lon)
-    acc[0], acc[1] = lat, lon
-    return acc
-
-
 def _state_query(window_ms: int) -> Query:
     return Query("state", Tumbling(window_ms), {
         "count": count(),
         "mean_speed": mean("speed"),
         "max_speed": maximum("speed"),
-        "track": fold(None, _track_add, [None, None, 0.0]),
+        "distance_m": total("step_m"),
         "mean_heart_rate": mean("heart_rate"),
         "min_spo2": minimum("spo2"),
     })
@@ -161,7 +149,10 @@ class PartitionProcessor:
         out: list[OutRecord] = []
         engine = self._engine
         before = engine.duplicate_count
-        result = engine.process(event.device, event.seq, event.ts, event.data)
+        data = event.data
+        if event.kind == "gps":
+            data = self._with_step(event)
+        result = engine.process(event.device, event.seq, event.ts, data)
         if engine.duplicate_count != before:
             self.duplicates += 1
             return out
@@ -254,6 +245,18 @@ class PartitionProcessor:
             return None
         return Event(device, seq, ts, kind, data)
 
+    def _with_step(self, event: Event) -> dict[str, Any]:
+        """The GPS data with ``step_m``, the distance from the vehicle's previous fix, so a
+        window's distance includes the step that crossed into it."""
+        data = event.data
+        vehicle = self._vehicle(event.device)
+        previous, lat, lon = vehicle.position, data.get("lat"), data.get("lon")
+        if (previous is None or data.get("mode") not in (2, 3) or not isinstance(lat, int | float)
+                or not isinstance(lon, int | float)
+                or (vehicle.last_ts is not None and event.ts < vehicle.last_ts)):
+            return data
+        return {**data, "step_m": haversine_m(previous[0], previous[1], lat, lon)}
+
     def _vehicle(self, device: str) -> VehicleMonitor:
         monitor = self._vehicles.get(device)
         if monitor is None:
@@ -310,7 +313,7 @@ class PartitionProcessor:
         vehicle, patient = self._vehicles.get(r.key), self._patients.get(r.key)
         if vehicle is not None:
             window.update(mean_speed=v["mean_speed"], max_speed=v["max_speed"],
-                          distance_m=round(v["track"][2], 1))
+                          distance_m=round(v["distance_m"], 1))
             return {"device": r.key, "kind": "vehicle", "ts": vehicle.last_ts,
                     "latest": vehicle.latest(), "news2": None, "window": window,
                     "alerts": sorted(a.fingerprint for a in vehicle.active())}

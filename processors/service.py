@@ -145,7 +145,10 @@ class ProcessorService:
             self._close()
 
     def _poll_once(self) -> None:
-        messages = self._consumer.consume(num_messages=2000, timeout=0.2)
+        # Wait for one record (or a rebalance, or 0.2 s), then take whatever else is
+        # already fetched: at a trickle each event is handled at once, under load in batches.
+        first = self._consumer.poll(0.2)
+        messages = [] if first is None else [first, *self._consumer.consume(num_messages=2000, timeout=0)]
         wall = self._wall()
         produce = self._produce
         owned = self._owned

@@ -89,7 +89,7 @@ def ward_events(patients: int = 8, seconds: int = 900) -> list[tuple[str, dict[s
             if i in gone:
                 continue
             worse = p % 3 == 0 and i > 300
-            data = {"heart_rate": rng.gauss(118 if worse else 75, 4), "spo2": rng.gauss(89 if worse else 97, 1),
+            data = {"heart_rate": rng.gauss(136 if worse else 75, 3), "spo2": rng.gauss(89 if worse else 97, 1),
                     "resp_rate": rng.gauss(24 if worse else 15, 1.5), "temp_c": 37.0, "sys_bp": 118,
                     "dia_bp": 78, "on_oxygen": False, "consciousness": "A",
                     "probe_off": p == 1 and 200 <= i < 240}
