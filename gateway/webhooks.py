@@ -74,8 +74,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -345,6 +346,17 @@ def _subscription(row: Mapping[str, Any]) -> Subscription:
                         bool(row["enabled"]), row["created"], row["description"] or "")
 
 
+@contextmanager
+def _writing(conn: sqlite3.Connection) -> Iterator[None]:
+    """Commit what the block wrote, unless the caller has a transaction open (then it is
+    the caller's to commit: ``enqueue`` may run inside the store's own transaction)."""
+    if conn.in_transaction:
+        yield
+    else:
+        with conn:
+            yield
+
+
 def _delivery(row: Mapping[str, Any]) -> dict[str, Any]:
     d = dict(row)
     d["body"] = json.loads(d["body"])
@@ -377,7 +389,7 @@ class Webhooks:
             raise WebhookError("a webhook secret must be at least 16 characters")
         sub = Subscription(f"wh_{secrets.token_hex(8)}", _check_url(url), secret or secrets.token_hex(32),
                            flt, enabled, _iso(self.clock()), description)
-        with self.db.conn:
+        with _writing(self.db.conn):
             self.db.table(SUBSCRIPTIONS).insert({
                 "id": sub.id, "url": sub.url, "secret": sub.secret, "filter": json.dumps(flt.to_json()),
                 "enabled": int(enabled), "created": sub.created, "description": description})
@@ -392,13 +404,13 @@ class Webhooks:
         return _subscription(rows[0]) if rows else None
 
     def set_enabled(self, webhook_id: str, enabled: bool) -> bool:
-        with self.db.conn:
+        with _writing(self.db.conn):
             cur = self.db.execute(f"UPDATE {SUBSCRIPTIONS} SET enabled = ? WHERE id = ?", [int(enabled), webhook_id])
         return cur.rowcount > 0
 
     def delete(self, webhook_id: str) -> bool:
         """Remove a subscription; its pending deliveries become ``cancelled``. False if unknown."""
-        with self.db.conn:
+        with _writing(self.db.conn):
             cur = self.db.execute(f"DELETE FROM {SUBSCRIPTIONS} WHERE id = ?", [webhook_id])
             self.db.execute(f"UPDATE {DELIVERIES} SET status = 'cancelled', finished = ? "
                             "WHERE webhook_id = ? AND status = 'pending'", [_iso(self.clock()), webhook_id])
@@ -415,7 +427,7 @@ class Webhooks:
         now = self.clock()
         created = _iso(now)
         new: builtins.list[str] = []
-        with self.db.conn:
+        with _writing(self.db.conn):
             for sub in self.list():
                 if not sub.enabled or not sub.filter.matches(alert_change):
                     continue
@@ -465,7 +477,7 @@ class Webhooks:
 
     def redeliver(self, delivery_id: str) -> bool:
         """Make a failed (or cancelled) delivery pending again, due now; its log is kept."""
-        with self.db.conn:
+        with _writing(self.db.conn):
             cur = self.db.execute(
                 f"UPDATE {DELIVERIES} SET status = 'pending', next_attempt_at = ?, finished = NULL "
                 "WHERE id = ? AND status IN ('failed', 'cancelled') "
@@ -575,8 +587,12 @@ class Dispatcher:
         try:
             _create_tables(db)
             while not self._stop.is_set():
-                self._record_done(db, in_flight)
-                next_due = self._submit_due(db, pool, client, in_flight)
+                try:
+                    self._record_done(db, in_flight)
+                    next_due = self._submit_due(db, pool, client, in_flight)
+                except sqlite3.OperationalError as exc:  # locked or busy for long: try again later
+                    log.warning("webhook dispatcher: database error %s; retrying in %.1f s", exc, self.poll_s)
+                    next_due = None
                 wait = self.poll_s if next_due is None else min(self.poll_s, max(0.0, next_due - self.clock()))
                 self._wake.wait(wait)
                 self._wake.clear()
@@ -604,7 +620,9 @@ class Dispatcher:
         for r in rows:
             if r["id"] in in_flight:
                 continue
-            if r["next_attempt_at"] > now or room <= 0:
+            if room <= 0:  # a finished request wakes the loop
+                break
+            if r["next_attempt_at"] > now:
                 next_due = r["next_attempt_at"] if next_due is None else min(next_due, r["next_attempt_at"])
                 continue
             due = _Due(r["id"], r["url"], r["secret"], r["event"], bytes(r["body"]), r["attempts"] + 1)

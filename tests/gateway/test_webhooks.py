@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -391,3 +392,37 @@ def test_an_in_memory_database_is_refused_by_the_dispatcher() -> None:
             Dispatcher(mem)
     finally:
         mem.close()
+
+
+def test_enqueue_inside_the_callers_transaction_is_the_callers_to_commit(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "store.db", isolation_level=None)  # the store's kind of connection
+    try:
+        hooks = Webhooks(Database(conn))
+        hooks.create("https://a.example/")
+        conn.execute("BEGIN IMMEDIATE")
+        assert len(hooks.enqueue(alert())) == 1
+        conn.execute("ROLLBACK")  # the store's transaction failed: no delivery of what it did not store
+        assert hooks.deliveries() == []
+        conn.execute("BEGIN IMMEDIATE")
+        hooks.enqueue(alert())
+        conn.execute("COMMIT")
+        assert len(hooks.deliveries()) == 1
+    finally:
+        conn.close()
+
+
+def test_many_deliveries_to_many_receivers_each_arrive_once(db: Database, receiver: Receiver) -> None:
+    hooks = Webhooks(db)
+    paths = [f"/r{i}" for i in range(3)]
+    for path in paths:
+        hooks.create(receiver.on(path, 503), secret=SECRET)  # each fails once, then accepts
+    with Dispatcher(db, FAST, poll_s=0.05, concurrency=4) as dispatcher:
+        hooks.on_enqueue = dispatcher.notify
+        ids = [i for n in range(20) for i in hooks.enqueue(alert(subject=f"truck-{n}"))]
+        assert len(ids) == 60
+        wait_until(lambda: len(hooks.deliveries(status="delivered", limit=100)) == 60, 60, "60 deliveries")
+    for path in paths:
+        got = receiver.at(path)
+        assert all(r.signature_ok for r in got)
+        assert len(got) == 21  # one 503, then each of the 20 once
+        assert len({r.headers["x-vigil-delivery"] for r in got}) == 20
