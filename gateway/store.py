@@ -737,10 +737,11 @@ def _apply_transition(conn: sqlite3.Connection, t: Transition, silences: list[di
         row = cur
         escalated = _SEVERITY_RANK[t.severity] > _SEVERITY_RANK[cur["severity"]]
         if escalated and cur["status"] == "acknowledged":
+            comment = f"severity rose from {cur['severity']} to {t.severity}"
             row.update(acknowledged_by=None, acknowledged_at=None, ack_comment=None,
                        severity=t.severity)
             ids.append(_save(conn, row, "unacknowledged", "escalation", t.ts, actor="vigil",
-                             comment=f"severity rose from {cur['severity']} to {t.severity}"))
+                             comment=comment))
     row.update(rule=t.rule, subject=t.subject, device_kind=t.device_kind, severity=t.severity,
                started=t.started, last_ts=t.ts, message=t.message, details=t.details,
                revision=t.revision, last_change=max(row["last_change"], t.ts))
