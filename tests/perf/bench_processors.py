@@ -1,34 +1,38 @@
 """Stream-processing benchmark: Vigil's window engine against Quix Streams, over Kafka.
 
     PYTHONPATH=. .venv/bin/python tests/perf/bench_processors.py [--events 1000000]
-        [--keys 1000] [--only vigil|quix] [--json PATH] [-v]
+        [--keys 1000] [--rounds 1] [--engines vigil quix quix-nochangelog] [--json PATH]
 
 The job: a 10-second tumbling mean of ``data.value`` per device, final results only.
 
 1. Starts a Vigil broker (``vigil broker``, its durable file log in a temporary directory)
-   on a free loopback port, creates ``bench-telemetry`` (4 partitions) and the two output
+   on a free loopback port, creates ``bench-telemetry`` (4 partitions) and the output
    topics, and produces N JSON events ``{"device","seq","ts","kind":"bench","data":{"value"}}``
    keyed by device (1,000 devices, each one event per second of event time, up to 0.5 s
    out of order: ``bench_windows.make_events``), record timestamp = ``ts``.
-2. Vigil, in its own process: a confluent-kafka consumer (``consume(num_messages=...)``,
+2. ``vigil``, in its own process: a confluent-kafka consumer (``consume(num_messages=...)``,
    orjson) feeding one `WindowEngine` per partition (tumbling 10 s ``mean("value")`` keyed
    by device, Emit.FINAL, 1 s out-of-orderness, dedup by (device, seq)), each final result
-   produced as JSON to ``bench-means``. When all N events are in, an ``advance`` far in the
-   future closes the last windows (the end of a bounded input), the producer is flushed
-   and the offsets committed.
-3. Quix Streams, in its own process (own consumer group, state dir in the temporary
-   directory, changelog topics on, as by default):
+   produced as JSON to ``bench-means``. Every 5 s (Quix's default commit interval) and at
+   the end it checkpoints: results flushed, engine snapshots written to its state
+   directory, input offsets committed. When all N events are in, an ``advance`` far in the
+   future closes the last windows (the end of a bounded input).
+3. ``quix``, in its own process (Quix Streams, own consumer group, from the earliest
+   offset, state dir in the temporary directory, changelog topics on as by default):
    ``sdf.apply(value).tumbling_window(10_000, grace_ms=1_000).mean().final()`` to
    ``bench-means-quix``; window time is the record timestamp (Quix's default), windows
    close per key (its default). It stops once it has processed N input events. Quix
-   cannot close the last windows of each key without later events, so it emits fewer.
-4. Reads both output topics back and checks that the two agree on the mean of every
-   (device, window) that both emitted.
+   cannot close the last window of each key without later events, so it emits fewer.
+   ``quix-nochangelog``: the same with ``use_changelog_topics=False``.
+4. Reads the output topics back and checks that Vigil and each Quix run agree on the mean
+   of every (device, window) that both emitted.
 
 Each worker reports its wall time and CPU (user+sys of its whole process, librdkafka's
 threads included, from getrusage) from its first record to its last event processed and
-outputs flushed; "with startup" adds connecting, the group join and, for Quix, opening
-its state stores. Every process started here is stopped, by PID, before the script exits.
+outputs flushed; "incl. startup" adds connecting, the group join and, for Quix, opening
+its state stores. With --rounds R the engines take turns R times and the median run of
+each is reported. Every process started here is stopped, by PID, before the script exits.
+Exit status 2 if the means differ.
 """
 
 from __future__ import annotations
