@@ -28,8 +28,8 @@ The job: a 10-second tumbling mean of ``data.value`` per device, final results o
    of every (device, window) that both emitted.
 
 Each worker reports its wall time and CPU (user+sys of its whole process, librdkafka's
-threads included, from getrusage) from its first record to its last event processed and
-outputs flushed; "incl. startup" adds connecting, the group join and, for Quix, opening
+threads included, from getrusage) from its first record until its job is done: outputs
+flushed, offsets committed, consumer closed; "incl. startup" adds connecting, the group join and, for Quix, opening
 its state stores. With --rounds R the engines take turns R times and the median run of
 each is reported. Every process started here is stopped, by PID, before the script exits.
 Exit status 2 if the means differ.
@@ -131,7 +131,7 @@ class Clock:
 
 @dataclass(frozen=True)
 class WorkerResult:
-    engine: str  # "vigil" or "quix"
+    engine: str  # one of ENGINES
     events: int
     seconds: float  # first record -> all processed and flushed
     cpu_seconds: float  # over the same interval
@@ -359,12 +359,12 @@ def run_vigil(bootstrap: str, events: int, group: str, state_dir: Path) -> Worke
             engine.advance(0)
             emit(engine.advance(2**52))
         checkpoint()
-        clock.end()
-        late = sum(e.late_count for e in engines.values())
-        if late:
-            log.warning("vigil worker: %d late events", late)
     finally:
-        consumer.close()
+        consumer.close()  # leaves the group; Quix's run() returns after the same
+    clock.end()
+    late = sum(e.late_count for e in engines.values())
+    if late:
+        log.warning("vigil worker: %d late events", late)
     return WorkerResult.from_clock("vigil", seen, clock, sent)
 
 
@@ -383,7 +383,8 @@ def run_quix(bootstrap: str, events: int, group: str, state_dir: Path,
 
     def on_processed(_topic: str, _partition: int, _offset: int) -> None:
         nonlocal processed
-        clock.first_record()  # first record processed: close enough to its arrival
+        if not processed:
+            clock.first_record()  # the first record processed: close enough to its arrival
         processed += 1
         if processed >= events and app is not None:
             app.stop()
@@ -401,8 +402,7 @@ def run_quix(bootstrap: str, events: int, group: str, state_dir: Path,
         use_changelog_topics=changelog,
         on_message_processed=on_processed,
         consumer_extra_config=dict(CONSUMER_TUNING),
-        producer_extra_config={k: v for k, v in PRODUCER_TUNING.items()
-                               if k not in ("batch.num.messages",)},
+        producer_extra_config=dict(PRODUCER_TUNING),
     )
     source = app.topic(TOPIC, value_deserializer="json", key_deserializer="str")
     sink = app.topic(QUIX_OUTPUTS[name], value_serializer="json", key_serializer="str")
@@ -411,7 +411,7 @@ def run_quix(bootstrap: str, events: int, group: str, state_dir: Path,
     sdf = sdf.tumbling_window(SIZE_MS, grace_ms=OUT_OF_ORDER_MS).mean().final()
     sdf = sdf.update(count_result)
     sdf.to_topic(sink)
-    app.run()  # returns after stop(): the last checkpoint committed, the producer flushed
+    app.run()  # returns after stop(): last checkpoint committed, consumer and state closed
     clock.end()
     if processed < events:
         raise RuntimeError(f"{name} worker stopped after {processed}/{events} events")
