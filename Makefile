@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,server,dev]'
+	$(PY) -m pip install --quiet -e '.[edge,server,tui,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
