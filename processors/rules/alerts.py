@@ -19,6 +19,11 @@ since the epoch), never read from a clock.
 becomes active after its trigger held for ``on_delay_ms`` and inactive after its
 release held for ``off_delay_ms``; between the two (a value in the hysteresis band,
 or a value not known) nothing changes and any pending timer restarts.
+
+Checkpoints: ``Alert.to_json``/``Alert.from_json``, ``AlertBook.snapshot``/``restore``
+and ``Sustained.snapshot``/``restore`` write and read plain JSON data (see
+``_snapshot``); a ``Sustained``'s delays are configuration, not state, and are given
+again at restore.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
+
+from processors.rules._snapshot import Fields, plain, unplain
 
 __all__ = ["SEVERITIES", "Alert", "AlertBook", "AlertState", "Severity", "Sustained", "fingerprint"]
 
@@ -66,6 +73,25 @@ class Alert:
                 "started": self.started, "message": self.message, "details": dict(self.details),
                 "revision": self.revision}
 
+    @classmethod
+    def from_json(cls, data: Any, where: str = "alert") -> Alert:
+        """The alert ``to_json`` wrote; ``ValueError`` naming the field if it is not one."""
+        f = Fields(data, where)
+        rule, subject = f.text("rule"), f.text("subject")
+        if f.text("fingerprint") != fingerprint(rule, subject):
+            f.fail(f"fingerprint {f.raw('fingerprint')!r} is not {fingerprint(rule, subject)!r}")
+        state = f.text("state")
+        if state not in {s.value for s in AlertState}:
+            f.fail(f"state must be fired, updated or resolved, got {state!r}")
+        severity = f.text("severity")
+        if severity not in SEVERITIES:
+            f.fail(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+        alert = cls(rule, subject, AlertState(state), severity, f.integer("ts"),
+                    f.integer("started"), f.text("message"), f.mapping("details"),
+                    f.integer("revision"))
+        f.done()
+        return alert
+
 
 class AlertBook:
     """The active alerts of one subject (or many), keyed by fingerprint."""
@@ -75,6 +101,32 @@ class AlertBook:
 
     def active(self) -> list[Alert]:
         return list(self._active.values())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The active alerts, in the order ``active`` gives, as JSON data (non-finite
+        floats in details tagged, see ``_snapshot.plain``)."""
+        return [plain(a.to_json()) for a in self._active.values()]
+
+    @classmethod
+    def restore(cls, alerts: Any, where: str = "alert book") -> AlertBook:
+        """The book ``snapshot`` wrote; ``ValueError`` if ``alerts`` is not one."""
+        if not isinstance(alerts, list):
+            raise ValueError(f"malformed {where}: expected a list of alerts, "
+                             f"got {type(alerts).__name__}")
+        book = cls()
+        for i, data in enumerate(alerts):
+            at = f"{where}[{i}]"
+            alert = Alert.from_json(unplain(data, at), at)
+            if alert.state is AlertState.RESOLVED:
+                raise ValueError(f"malformed {at}: a resolved alert is not active")
+            if alert.fingerprint in book._active:
+                raise ValueError(f"malformed {at}: {alert.fingerprint} is there twice")
+            book._active[alert.fingerprint] = alert
+        return book
+
+    def remove(self, rule: str, subject: str) -> Alert | None:
+        """Take an active alert out of the book without resolving it."""
+        return self._active.pop(fingerprint(rule, subject), None)
 
     def get(self, rule: str, subject: str) -> Alert | None:
         return self._active.get(fingerprint(rule, subject))
@@ -142,6 +194,20 @@ class Sustained:
     @property
     def pending_since(self) -> int | None:
         return self._pending
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"active": self.active, "since": self.since, "pending": self._pending}
+
+    @classmethod
+    def restore(cls, on_delay_ms: int, off_delay_ms: int, state: Any,
+                where: str = "sustained state") -> Sustained:
+        """A ``Sustained`` with these delays (the configuration's, which may have changed
+        since) in the state ``snapshot`` wrote."""
+        f = Fields(state, where)
+        sustained = cls(on_delay_ms, off_delay_ms, f.flag("active"), f.opt_integer("since"),
+                        f.opt_integer("pending"))
+        f.done()
+        return sustained
 
     def reset(self) -> None:
         self.active = False

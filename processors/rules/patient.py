@@ -37,6 +37,26 @@ Events are taken in order; one older than the newest event seen (a device clock
 stepped back) is counted in ``stale`` and ignored. Values that are not finite
 numbers are treated as not measured; a set of values NEWS2 refuses as impossible is
 counted in ``invalid`` and leaves the NEWS2 alert as it was.
+
+Checkpoints and the live view
+=============================
+
+``snapshot()`` is the monitor's whole state as plain JSON data (no rules: they come
+from the configuration at ``PatientMonitor.restore(patient, rules, state)``, which
+raises ``ValueError`` for a malformed snapshot). A restored monitor carries on
+exactly as the one that was snapshotted would have. When the rules changed in
+between, the state of a threshold that is gone, or that now watches another
+parameter or direction, is dropped quietly (a threshold of that name starts afresh),
+and its active ``threshold:<name>`` alert is resolved, with the message "<rule> is no
+longer configured", by the first ``on_event`` or ``tick`` after the restore, so no
+alert stays active downstream with nothing left to end it. Changed limits and delays
+apply from the restore on, to the timers already running.
+
+``latest()`` is what the device-state topic shows of the patient now: the last value
+measured of each vital sign (whether or not NEWS2 could use it, however old), the
+last oxygen and AVPU seen, and whether the probe is off; while it is off, SpO2 and
+heart rate are None (the values from before are not the patient's now).
+``news2_json()`` is the latest NEWS2.
 """
 
 from __future__ import annotations
@@ -46,7 +66,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
 from edge.wire import Event
-from processors.news2 import RISKS, News2, News2Error, Risk, news2
+from processors.news2 import PARAMETERS, RISKS, News2, News2Error, Risk, news2
+from processors.rules._snapshot import Fields, check_header, header
 from processors.rules._values import finite_number as _number
 from processors.rules._values import ms as _ms
 from processors.rules.alerts import SEVERITIES, Alert, AlertBook, Severity, Sustained
@@ -58,6 +79,8 @@ NEWS2_SEVERITY: Final[dict[Risk, Severity]] = {
 
 # vitals data keys (edge/sensors/vitals.py) -> NEWS2 parameters
 _NUMERIC: Final = ("heart_rate", "spo2", "resp_rate", "temp_c", "sys_bp", "dia_bp")
+_AVPU: Final = frozenset("ACVPU")
+_FIXED_RULES: Final = ("news2", "probe_off", "no_data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +176,42 @@ class _Latest:
     ts: int
 
 
+def _restore_score(f: Fields) -> News2:
+    total, risk, response = f.integer("total"), f.text("risk"), f.text("response")
+    if risk not in RISKS:
+        f.fail(f"risk must be one of {', '.join(RISKS)}, got {risk!r}")
+    scores = f.mapping("scores")
+    if not all(k in PARAMETERS and isinstance(v, int) and not isinstance(v, bool)
+               for k, v in scores.items()):
+        f.fail(f"scores must map NEWS2 parameters to integers, got {scores!r}")
+    missing = f.items("missing")
+    if not all(k in PARAMETERS for k in missing):
+        f.fail(f"missing must list NEWS2 parameters, got {missing!r}")
+    f.done()
+    return News2(total, scores, risk, response, tuple(missing))
+
+
+def _restore_news2_values(f: Fields) -> dict[str, _Latest]:
+    """The values NEWS2 uses, each with its time; refused unless NEWS2 takes them."""
+    values: dict[str, _Latest] = {}
+    for key in f.names():
+        pair = f.raw(key)
+        if key not in (*_NUMERIC, "on_oxygen", "consciousness") or not isinstance(pair, list) \
+                or len(pair) != 2 or isinstance(pair[1], bool) or not isinstance(pair[1], int):
+            f.fail(f"{key} must be a known vital sign with a [value, ts] pair, got {pair!r}")
+        values[key] = _Latest(pair[0], pair[1])
+    v = {k: x.value for k, x in values.items()}
+    try:
+        news2(v.get("resp_rate"), v.get("spo2"), 1, v.get("on_oxygen"), v.get("sys_bp"),
+              v.get("heart_rate"), v.get("consciousness"), v.get("temp_c"))
+    except News2Error as e:
+        f.fail(f"values NEWS2 cannot use: {e}")
+    for key in _NUMERIC:
+        if key in v and _number(v[key]) is None:
+            f.fail(f"{key} must be a finite number, got {v[key]!r}")
+    return values
+
+
 @dataclass(slots=True)
 class PatientMonitor:
     patient: str
@@ -165,6 +224,9 @@ class PatientMonitor:
     _latest: dict[str, _Latest] = field(default_factory=dict)
     _thresholds: dict[str, _ThresholdState] = field(default_factory=dict)
     _probe: Sustained = field(default_factory=Sustained)
+    _seen: dict[str, Any] = field(default_factory=dict)  # latest measured values, any age
+    _probe_off: bool = False
+    _retired: list[str] = field(default_factory=list)  # rules gone: resolve their alerts
 
     def __post_init__(self) -> None:
         self._probe = Sustained(_ms(self.rules.probe_off_delay_s), 0)
@@ -185,16 +247,31 @@ class PatientMonitor:
         self.last_ts = ts
         data = event.data
         out: list[Alert] = []
+        if self._retired:
+            self._resolve_retired(out, ts)
         self._emit(out, self._book.end("no_data", self.patient, ts))
 
         probe_off = data.get("probe_off") is True
         values: dict[str, Any] = {k: _number(data.get(k)) for k in _NUMERIC}
         if probe_off:
             values["spo2"] = values["heart_rate"] = None
+        seen = self._seen
+        for key, value in values.items():
+            if value is not None:
+                seen[key] = value
+        self._probe_off = probe_off
         on_oxygen = data.get("on_oxygen")
-        values["on_oxygen"] = on_oxygen if isinstance(on_oxygen, bool) else None
+        if isinstance(on_oxygen, bool):
+            values["on_oxygen"] = seen["on_oxygen"] = on_oxygen
+        else:
+            values["on_oxygen"] = None
         avpu = data.get("consciousness")
-        values["consciousness"] = avpu if isinstance(avpu, str) else None
+        if isinstance(avpu, str):
+            values["consciousness"] = avpu
+            if avpu in _AVPU:
+                seen["consciousness"] = avpu
+        else:
+            values["consciousness"] = None
 
         self._probe_rule(out, ts, probe_off)
         for threshold in self.rules.thresholds:
@@ -204,13 +281,113 @@ class PatientMonitor:
 
     def tick(self, now_ms: int) -> list[Alert]:
         """Wall-clock time passed: the ``no_data`` alarm."""
+        out: list[Alert] = []
+        if self._retired:
+            self._resolve_retired(out, now_ms)
         if self.last_ts is None or now_ms - self.last_ts < _ms(self.rules.no_data_s):
-            return []
-        alert = self._book.hold("no_data", self.patient, now_ms, "major",
-                                f"no vitals for {self.rules.no_data_s:g} s",
-                                {"last_ts": self.last_ts, "no_data_s": self.rules.no_data_s},
-                                started=self.last_ts)
-        return [] if alert is None else [alert]
+            return out
+        self._emit(out, self._book.hold("no_data", self.patient, now_ms, "major",
+                                        f"no vitals for {self.rules.no_data_s:g} s",
+                                        {"last_ts": self.last_ts, "no_data_s": self.rules.no_data_s},
+                                        started=self.last_ts))
+        return out
+
+    def latest(self) -> dict[str, Any]:
+        """The patient now, for the device-state topic (see the module doc): the six
+        vital signs (numbers or None), ``on_oxygen``, ``consciousness``, ``probe_off``."""
+        seen, off = self._seen, self._probe_off
+        return {"heart_rate": None if off else seen.get("heart_rate"),
+                "spo2": None if off else seen.get("spo2"),
+                "resp_rate": seen.get("resp_rate"), "temp_c": seen.get("temp_c"),
+                "sys_bp": seen.get("sys_bp"), "dia_bp": seen.get("dia_bp"),
+                "on_oxygen": seen.get("on_oxygen"), "consciousness": seen.get("consciousness"),
+                "probe_off": off}
+
+    def news2_json(self) -> dict[str, Any] | None:
+        """The latest NEWS2 as ``{"total", "risk", "scores", "missing"}``, None before any."""
+        score = self.score
+        if score is None:
+            return None
+        return {"total": score.total, "risk": score.risk, "scores": dict(score.scores),
+                "missing": list(score.missing)}
+
+    # ---- checkpoints -----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON data, without the rules (see the module doc)."""
+        score = self.news2_json()
+        if score is not None:
+            assert self.score is not None
+            score["response"] = self.score.response
+        return {
+            **header("patient", self.patient),
+            "last_ts": self.last_ts,
+            "stale": self.stale,
+            "invalid": self.invalid,
+            "score": score,
+            "alerts": self._book.snapshot(),
+            "news2_values": {k: [v.value, v.ts] for k, v in self._latest.items()},
+            "thresholds": {name: {"parameter": t.parameter, "direction": t.direction,
+                                  "sustained": self._thresholds[name].sustained.snapshot(),
+                                  "worst": self._thresholds[name].worst}
+                           for name, t in ((t.name, t) for t in self.rules.thresholds)},
+            "probe": self._probe.snapshot(),
+            "seen": dict(self._seen),
+            "probe_off": self._probe_off,
+        }
+
+    @classmethod
+    def restore(cls, patient: str, rules: PatientRules, state: Mapping[str, Any]) -> PatientMonitor:
+        """The monitor ``snapshot`` wrote, under ``rules`` (today's configuration);
+        ``ValueError`` saying what is wrong if ``state`` is not such a snapshot."""
+        f = check_header(state, "patient", patient)
+        where = f.where
+        m = cls(patient, rules)
+        m.last_ts = f.opt_integer("last_ts")
+        m.stale = f.integer("stale")
+        m.invalid = f.integer("invalid")
+        m.score = None if f.raw("score") is None else _restore_score(f.object("score"))
+        m._book = AlertBook.restore(f.raw("alerts"), f"{where}: alerts")
+        for alert in m._book.active():
+            if alert.subject != patient:
+                f.fail(f"alert {alert.fingerprint} is not about {patient!r}")
+        m._latest = _restore_news2_values(f.object("news2_values"))
+        saved = f.object("thresholds")
+        kept: set[str] = set()
+        for name in saved.names():
+            t_state = saved.object(name)
+            parameter, direction = t_state.text("parameter"), t_state.text("direction")
+            sustained, worst = t_state.raw("sustained"), t_state.opt_number("worst")
+            t_state.done()
+            current = next((t for t in rules.thresholds if t.name == name), None)
+            if current is None or (current.parameter, current.direction) != (parameter, direction):
+                continue  # gone or now about something else: starts afresh
+            m._thresholds[name] = _ThresholdState(Sustained.restore(
+                _ms(current.delay_s), _ms(current.clear_delay_s), sustained,
+                f"{where}: thresholds.{name}.sustained"), worst)
+            kept.add(name)
+        m._probe = Sustained.restore(_ms(rules.probe_off_delay_s), 0, f.raw("probe"),
+                                     f"{where}: probe")
+        seen = f.object("seen")
+        for key in seen.names():
+            if key in _NUMERIC:
+                m._seen[key] = seen.number(key)
+            elif key == "on_oxygen":
+                m._seen[key] = seen.flag(key)
+            elif key == "consciousness" and seen.text(key) in _AVPU:
+                m._seen[key] = seen.text(key)
+            else:
+                seen.fail(f"unknown or impossible value {key}={seen.raw(key)!r}")
+        m._probe_off = f.flag("probe_off")
+        f.done()
+        raised = {*_FIXED_RULES, *(f"threshold:{name}" for name in kept)}
+        m._retired = [a.rule for a in m._book.active() if a.rule not in raised]
+        return m
+
+    def _resolve_retired(self, out: list[Alert], ts: int) -> None:
+        for rule in self._retired:
+            self._emit(out, self._book.end(rule, self.patient, ts, f"{rule} is no longer configured"))
+        self._retired = []
 
     # ---- the rules -------------------------------------------------------------------
 

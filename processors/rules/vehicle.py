@@ -62,6 +62,23 @@ The rules, and where they follow Traccar (an open-source fleet tracking server) 
     (ignition off ends a trip) and ``minimalNoDataDuration`` (a gap in the data is a
     stop) are not implemented.
 
+Checkpoints and the live view
+============================
+
+``snapshot()`` is the monitor's whole state as plain JSON data (no rules: they come
+from the configuration at ``VehicleMonitor.restore(vehicle, rules, state)``, which
+raises ``ValueError`` for a malformed snapshot). A restored monitor carries on
+exactly as the one that was snapshotted would have. When the rules changed in
+between, what the state says about a zone that is gone is dropped quietly: the
+vehicle is no longer inside it, and its active ``geofence:<zone>`` alert (or any
+alert of a rule this monitor no longer raises) is resolved, with the message
+"<rule> is no longer configured", by the first ``on_event`` or ``tick`` after the
+restore, so no alert stays active downstream with nothing left to end it. Changed
+limits and delays apply from the restore on, to the timers already running.
+
+``latest()`` is what the device-state topic shows of the vehicle now: the last
+position with a fix, the last speed from either source, the last ignition state.
+
 Per-window aggregates: ``TrackSummary`` (count, mean and max speed, haversine distance)
 is an immutable reducer (``TrackSummary().add(...)``) for the window engine.
 """
@@ -74,6 +91,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edge.wire import Event
+from processors.rules._snapshot import Fields, check_header, header
 from processors.rules._values import finite_number as _number
 from processors.rules._values import ms as _ms
 from processors.rules.alerts import Alert, AlertBook, Sustained
@@ -82,6 +100,9 @@ __all__ = ["Circle", "Polygon", "TrackSummary", "VehicleMonitor", "VehicleRules"
            "haversine_m", "summarize_track"]
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
+
+_HARSH_RULES = ("harsh_acceleration", "harsh_braking")
+_FIXED_RULES = ("overspeed", *_HARSH_RULES, "idling", "fix_lost", "offline", "trip")
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -245,6 +266,7 @@ class VehicleMonitor:
     _harsh_count: dict[str, int] = field(default_factory=dict)
     _inside: set[str] = field(default_factory=set)
     _trip: _Trip = field(default_factory=_Trip)
+    _retired: list[str] = field(default_factory=list)  # rules gone: resolve their alerts
 
     def __post_init__(self) -> None:
         r = self.rules
@@ -255,6 +277,15 @@ class VehicleMonitor:
     def active(self) -> list[Alert]:
         return self._book.active()
 
+    def latest(self) -> dict[str, Any]:
+        """The vehicle now, for the device-state topic: ``lat``, ``lon`` (the last
+        position with a fix), ``speed`` (m/s, the last from GPS or OBD), ``ignition``;
+        each None while unknown."""
+        position = self.position
+        return {"lat": None if position is None else position[0],
+                "lon": None if position is None else position[1],
+                "speed": self.speed, "ignition": self.ignition}
+
     def on_event(self, event: Event) -> list[Alert]:
         if event.kind not in ("gps", "obd"):
             return []
@@ -264,6 +295,8 @@ class VehicleMonitor:
             return []
         self.last_ts = ts
         out: list[Alert] = []
+        if self._retired:
+            self._resolve_retired(out, ts)
         self._emit(out, self._book.end("offline", self.vehicle, ts, "reporting again"))
         data = event.data
         speed = _number(data.get("speed"))
@@ -299,6 +332,8 @@ class VehicleMonitor:
     def tick(self, now_ms: int) -> list[Alert]:
         """Wall-clock time passed: ``offline``, and harsh episodes gone quiet."""
         out: list[Alert] = []
+        if self._retired:
+            self._resolve_retired(out, now_ms)
         self._harsh_quiet(out, now_ms)
         if self.last_ts is not None and now_ms - self.last_ts >= _ms(self.rules.offline_s):
             self._emit(out, self._book.hold(
@@ -306,6 +341,85 @@ class VehicleMonitor:
                 f"no data for {self.rules.offline_s:g} s", {"last_ts": self.last_ts},
                 started=self.last_ts))
         return out
+
+    # ---- checkpoints -----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON data, without the rules (see the module doc)."""
+        trip = self._trip
+        return {
+            **header("vehicle", self.vehicle),
+            "last_ts": self.last_ts,
+            "stale": self.stale,
+            "speed": self.speed,
+            "ignition": self.ignition,
+            "position": None if self.position is None else list(self.position),
+            "alerts": self._book.snapshot(),
+            "overspeed": self._overspeed.snapshot(),
+            "overspeed_max": self._overspeed_max,
+            "idle": self._idle.snapshot(),
+            "fix": self._fix.snapshot(),
+            "last_speed": {source: [ts, speed] for source, (ts, speed) in self._last_speed.items()},
+            "harsh_last": dict(self._harsh_last),
+            "harsh_count": dict(self._harsh_count),
+            "inside": sorted(self._inside),
+            "trip": {"moving_since": trip.moving_since, "stopped_since": trip.stopped_since,
+                     "distance_m": trip.distance_m, "on_trip": trip.on_trip,
+                     "start": None if trip.start is None else list(trip.start)},
+        }
+
+    @classmethod
+    def restore(cls, vehicle: str, rules: VehicleRules, state: Mapping[str, Any]) -> VehicleMonitor:
+        """The monitor ``snapshot`` wrote, under ``rules`` (today's configuration);
+        ``ValueError`` saying what is wrong if ``state`` is not such a snapshot."""
+        f = check_header(state, "vehicle", vehicle)
+        m = cls(vehicle, rules)
+        m.last_ts = f.opt_integer("last_ts")
+        m.stale = f.integer("stale")
+        m.speed = f.opt_number("speed")
+        m.ignition = f.opt_flag("ignition")
+        m.position = f.point("position")
+        m._book = AlertBook.restore(f.raw("alerts"), f"{f.where}: alerts")
+        for alert in m._book.active():
+            if alert.subject != vehicle:
+                f.fail(f"alert {alert.fingerprint} is not about {vehicle!r}")
+        r, where = rules, f.where
+        m._overspeed = Sustained.restore(_ms(r.overspeed_duration_s), _ms(r.overspeed_clear_s),
+                                         f.raw("overspeed"), f"{where}: overspeed")
+        m._overspeed_max = f.number("overspeed_max")
+        m._idle = Sustained.restore(_ms(r.idle_duration_s), 0, f.raw("idle"), f"{where}: idle")
+        m._fix = Sustained.restore(_ms(r.fix_lost_delay_s), 0, f.raw("fix"), f"{where}: fix")
+        for source, sample in f.mapping("last_speed").items():
+            if source not in ("gps", "obd") or not isinstance(sample, list) or len(sample) != 2:
+                f.fail(f"last_speed must map gps or obd to [ts, speed], got {source!r}: {sample!r}")
+            pair = Fields({"ts": sample[0], "speed": sample[1]}, f"{where}: last_speed.{source}")
+            m._last_speed[source] = (pair.integer("ts"), pair.number("speed"))
+        for name, target in (("harsh_last", m._harsh_last), ("harsh_count", m._harsh_count)):
+            counters = f.object(name)
+            for rule in counters.names():
+                if rule not in _HARSH_RULES:
+                    counters.fail(f"unknown rule {rule!r}")
+                target[rule] = counters.integer(rule)
+        zones = {z.name for z in rules.zones}
+        inside = f.items("inside")
+        if not all(isinstance(name, str) for name in inside):
+            f.fail("inside must be a list of zone names")
+        m._inside = {name for name in inside if name in zones}  # zones gone: left quietly
+        t = f.object("trip")
+        m._trip = _Trip(t.opt_integer("moving_since"), t.opt_integer("stopped_since"),
+                        t.number("distance_m"), t.flag("on_trip"), t.point("start"))
+        if m._trip.on_trip and m._trip.moving_since is None:
+            t.fail("a trip under way must have moving_since")
+        t.done()
+        f.done()
+        raised = {*_FIXED_RULES, *(f"geofence:{name}" for name in zones)}
+        m._retired = [a.rule for a in m._book.active() if a.rule not in raised]
+        return m
+
+    def _resolve_retired(self, out: list[Alert], ts: int) -> None:
+        for rule in self._retired:
+            self._emit(out, self._book.end(rule, self.vehicle, ts, f"{rule} is no longer configured"))
+        self._retired = []
 
     # ---- the rules -------------------------------------------------------------------
 
