@@ -133,7 +133,7 @@ class Clock:
 class WorkerResult:
     engine: str  # one of ENGINES
     events: int
-    seconds: float  # first record -> all processed and flushed
+    seconds: float  # first record -> job done (outputs flushed, offsets committed, closed)
     cpu_seconds: float  # over the same interval
     startup_seconds: float  # worker start -> first record
     startup_cpu_seconds: float
@@ -481,13 +481,26 @@ def median_run(runs: Sequence[Run]) -> Run:
 # ----------------------------------------------------------------------------- report
 
 
+def mem_total_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return float("nan")
+
+
 def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
                   produce_s: float, runs: Sequence[Run],
                   agreements: dict[str, Agreement]) -> str:
     lines = [
-        f"machine: {info['cpu_model']}, os.cpu_count()={info['cores']}, "
+        f"machine: the project's 'python' machine kind (2 cores, 24 GiB as provisioned); "
+        f"CPU model {info['cpu_model']!r}, os.cpu_count()={info['cores']}, "
+        f"MemTotal {info['mem_gib']:.1f} GiB",
         f"Python {info['python']}, librdkafka {info['librdkafka']}, quixstreams "
-        f"{info['quixstreams']}, load average before the run {info['loadavg']}",
+        f"{info['quixstreams']}; load average before the run {info['loadavg']}, "
+        f"after {info['loadavg_after']}",
         f"job: 10 s tumbling mean per device, {events:,} events, {keys:,} devices, "
         f"{PARTITIONS} partitions, Vigil's broker on loopback; input produced in "
         f"{produce_s:.1f} s; median of {rounds} round(s)",
@@ -533,6 +546,7 @@ def bench(args: argparse.Namespace) -> int:
     info = machine()
     info["loadavg"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     info["quixstreams"] = version("quixstreams")
+    info["mem_gib"] = mem_total_gib()
     engines: list[str] = args.engines
     print(f"encoding {args.events:,} events ...", file=sys.stderr)
     records = encode_events(args.events, args.keys)
@@ -560,6 +574,7 @@ def bench(args: argparse.Namespace) -> int:
         except (RuntimeError, KafkaException) as exc:
             print(f"bench: {exc}\n{broker.log_tail()}", file=sys.stderr)
             return 1
+    info["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     agreements = {name: compare(outputs["vigil"], means)
                   for name, means in outputs.items() if name != "vigil" and "vigil" in outputs}
     print(format_report(info, args.events, args.keys, args.rounds, produce_s, medians,
