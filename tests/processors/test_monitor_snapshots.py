@@ -149,21 +149,25 @@ def patient_ops(draw: st.DrawFn) -> list[Op]:
         "heart_rate": maybe(st.integers(30, 160)),
         "spo2": maybe(st.one_of(st.integers(80, 100), st.floats(80, 100))),
         "resp_rate": maybe(st.integers(4, 30)),
-        "temp_c": maybe(st.one_of(st.floats(34, 41), st.just(60.0))),  # 60: NEWS2 refuses it
+        "temp_c": maybe(st.one_of(st.floats(34, 41), st.floats(34, 41), st.floats(34, 41),
+                                  st.just(60.0))),  # 60: NEWS2 refuses it
         "sys_bp": maybe(st.integers(80, 230)),
         "dia_bp": maybe(st.integers(40, 120)),
         "on_oxygen": maybe(st.booleans()),
         "consciousness": maybe(st.sampled_from(["A", "A", "A", "V", "U", "X"])),
-        "probe_off": maybe(st.booleans()),
     }
     ops: list[Op] = []
     t = 0
+    probe_off: Any = False  # stays off (or on) for a while
     for _ in range(draw(st.integers(0, 80))):
         t += draw(st.integers(-1_500, 5_000))
         if draw(st.integers(0, 5)) == 0:
             ops.append(("tick", t + draw(st.integers(0, 15_000)), {}))
             continue
         data = {k: draw(v) for k, v in fields.items()}
+        if draw(st.integers(0, 4)) == 0:
+            probe_off = draw(st.sampled_from([True, False, None, ...]))
+        data["probe_off"] = probe_off
         ops.append(("vitals", t, {k: v for k, v in data.items() if v is not ...}))
     return ops
 
