@@ -1,0 +1,147 @@
+"""deploy/mosquitto/vigil.conf on the real Mosquitto, with the password and ACL files that
+`vigil devices` writes: devices come in over TLS with their own password and stay on
+their own topics; nobody gets in anonymously; the bridge uses the loopback listener."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from edge import wire
+from tests.deploy.conftest import Client, DeployedMosquitto
+from tests.gateway.conftest import wait_until
+
+ACCEPTED = 0
+REFUSED = {0x86, 0x87}  # MQTT 5: bad user name or password, not authorized
+
+
+@dataclass
+class Site:
+    mosquitto: DeployedMosquitto
+    passwords: dict[str, str]
+    bridge_password: str
+    clients: list[Client]
+
+    def device(self, device: str, password: str | None = None) -> Client:
+        """``device`` connected over TLS on the devices' listener, checking the server
+        certificate against the site's CA."""
+        c = self.client(device, device, self.passwords[device] if password is None else password)
+        reason = c.connect("localhost", self.mosquitto.tls_port)
+        assert reason == ACCEPTED, f"{device} refused: {reason:#x}\n{self.mosquitto.log()[-2000:]}"
+        return c
+
+    def client(self, client_id: str, username: str | None, password: str | None,
+               tls: bool = True) -> Client:
+        c = Client(client_id, username, password, self.mosquitto.ca if tls else None)
+        self.clients.append(c)
+        return c
+
+    def bridge(self) -> Client:
+        c = self.client(f"bridge-{uuid.uuid4().hex[:6]}", "vigil-bridge", self.bridge_password, tls=False)
+        assert c.connect("127.0.0.1", self.mosquitto.local_port) == ACCEPTED
+        return c
+
+
+@pytest.fixture
+def site(deployed_mosquitto: DeployedMosquitto) -> Iterator[Site]:
+    m = deployed_mosquitto
+    passwords = {d: m.add_device(d) for d in ("truck-7", "truck-8")}
+    bridge_file = m.workdir / "bridge.password"
+    m.vigil("devices", "bridge-user", "vigil-bridge", "--password-out", str(bridge_file))
+    s = Site(m.start(), passwords, bridge_file.read_text().strip(), [])
+    try:
+        yield s
+    finally:
+        for c in s.clients:
+            c.close()
+
+
+def test_mosquitto_takes_the_config_without_a_complaint(site: Site) -> None:
+    complaints = [line for line in site.mosquitto.log().splitlines()
+                  if ("Error" in line or "Warning" in line or "Note" in line or "deprecated" in line)
+                  and "should not be run as root" not in line]  # the test's user, not the site's
+    assert complaints == []
+
+
+def test_a_registered_device_connects_over_tls_with_its_password(site: Site) -> None:
+    site.device("truck-7")
+    wrong = site.client("truck-8", "truck-8", site.passwords["truck-7"])
+    assert wrong.connect("localhost", site.mosquitto.tls_port) in REFUSED
+
+
+def test_nobody_gets_in_anonymously_on_either_listener(site: Site) -> None:
+    tls = site.client("anon-tls", None, None)
+    assert tls.connect("localhost", site.mosquitto.tls_port) in REFUSED
+    local = site.client("anon-local", None, None, tls=False)
+    assert local.connect("127.0.0.1", site.mosquitto.local_port) in REFUSED
+    unknown = site.client("truck-99", "truck-99", "guess")
+    assert unknown.connect("localhost", site.mosquitto.tls_port) in REFUSED
+
+
+def test_the_device_port_speaks_only_tls_with_the_sites_certificate(site: Site) -> None:
+    # a plain MQTT CONNECT (client id "x") gets no CONNACK: the connection is dropped
+    with socket.create_connection(("127.0.0.1", site.mosquitto.tls_port), timeout=10) as plain:
+        plain.sendall(b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x0a\x00\x01x")
+        try:
+            answer = plain.recv(16)
+        except ConnectionResetError:
+            answer = b""
+        assert not answer.startswith(b"\x20")
+    # the certificate the site's CA signed, for the name the devices are given
+    context = ssl.create_default_context(cafile=str(site.mosquitto.ca))
+    with socket.create_connection(("127.0.0.1", site.mosquitto.tls_port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    untrusted = ssl.create_default_context()  # the system's CAs only
+    with socket.create_connection(("127.0.0.1", site.mosquitto.tls_port), timeout=10) as raw, \
+            pytest.raises(ssl.SSLCertVerificationError):
+        untrusted.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_a_device_publishes_only_to_its_own_topics(site: Site) -> None:
+    bridge = site.bridge()
+    bridge.client.subscribe([("vigil/+/events", 1), ("vigil/+/status", 1)])
+    wait_until(lambda: bridge.client.is_connected(), 5, "the bridge's subscription")
+    truck = site.device("truck-7")
+    # refused ones first: one publisher's messages reach a subscriber in order, so once
+    # the last (allowed) one arrives, none refused can still be on its way
+    for topic in (wire.events_topic("truck-8"), wire.status_topic("truck-8"), "vigil/truck-7/other",
+                  wire.ack_topic("truck-7"), "elsewhere"):
+        truck.client.publish(topic, b"not allowed", qos=1).wait_for_publish(10)
+    truck.client.publish(wire.status_topic("truck-7"), b"online", qos=1).wait_for_publish(10)
+    truck.client.publish(wire.events_topic("truck-7"), b"last", qos=1).wait_for_publish(10)
+    wait_until(lambda: wire.events_topic("truck-7") in bridge.topics(), 10, "truck-7's events")
+    assert bridge.topics() == [wire.status_topic("truck-7"), wire.events_topic("truck-7")]
+
+
+def test_a_device_reads_only_its_own_acks_and_config(site: Site) -> None:
+    truck = site.device("truck-7")
+    truck.client.subscribe([("vigil/+/ack", 1), ("vigil/+/config", 1)])
+    bridge = site.bridge()
+    wait_until(lambda: truck.client.is_connected(), 5, "truck-7's subscription")
+    for device in ("truck-8", "truck-7"):
+        bridge.client.publish(wire.config_topic(device), b"{}", qos=1).wait_for_publish(10)
+        bridge.client.publish(wire.ack_topic(device), b"1", qos=1).wait_for_publish(10)
+    wait_until(lambda: wire.ack_topic("truck-7") in truck.topics(), 10, "truck-7's ack")
+    assert truck.topics() == [wire.config_topic("truck-7"), wire.ack_topic("truck-7")]
+
+
+def test_devices_added_and_revoked_while_mosquitto_runs(site: Site) -> None:
+    """`vigil devices add|revoke` rewrite the files and have Mosquitto reload them (here by
+    its pid file; on a server vigil-mosquitto-reload.path does it)."""
+    password = site.mosquitto.add_device("bed-1", "patient")
+    site.passwords["bed-1"] = password
+
+    def accepted(device: str) -> bool:
+        c = site.client(device, device, site.passwords[device])
+        return c.connect("localhost", site.mosquitto.tls_port) == ACCEPTED
+
+    wait_until(lambda: accepted("bed-1"), 10, "the new device to be let in")
+    site.mosquitto.vigil("devices", "revoke", "truck-8")
+    wait_until(lambda: not accepted("truck-8"), 10, "the revoked device to be refused")
+    assert accepted("truck-7")
