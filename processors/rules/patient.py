@@ -327,10 +327,10 @@ class PatientMonitor:
             "score": score,
             "alerts": self._book.snapshot(),
             "news2_values": {k: [v.value, v.ts] for k, v in self._latest.items()},
-            "thresholds": {name: {"parameter": t.parameter, "direction": t.direction,
-                                  "sustained": self._thresholds[name].sustained.snapshot(),
-                                  "worst": self._thresholds[name].worst}
-                           for name, t in ((t.name, t) for t in self.rules.thresholds)},
+            "thresholds": {t.name: {"parameter": t.parameter, "direction": t.direction,
+                                    "sustained": self._thresholds[t.name].sustained.snapshot(),
+                                    "worst": self._thresholds[t.name].worst}
+                           for t in self.rules.thresholds},
             "probe": self._probe.snapshot(),
             "seen": dict(self._seen),
             "probe_off": self._probe_off,

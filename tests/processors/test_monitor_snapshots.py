@@ -258,6 +258,16 @@ def test_a_snapshot_is_plain_json_with_a_format_and_without_the_rules() -> None:
     assert json.loads(json.dumps(bed.snapshot(), allow_nan=False)) == bed.snapshot()
 
 
+def test_an_alert_read_back_from_its_json_is_the_same_alert() -> None:
+    bed = PatientMonitor("bed-3", PATIENT_RULES)
+    out = run(bed, [("vitals", t * 1000, {**NORMAL, "spo2": 85 - t, "consciousness": "V"})
+                    for t in range(5)] + [("vitals", 5_000, NORMAL), ("tick", 60_000, {})])
+    assert {a.state for a in out} == set(AlertState)
+    assert [Alert.from_json(json.loads(json.dumps(a.to_json()))) for a in out] == out
+    with pytest.raises(ValueError, match=r"malformed alert: revision is missing"):
+        Alert.from_json({k: v for k, v in out[0].to_json().items() if k != "revision"})
+
+
 def test_a_snapshot_survives_an_absurd_speed_that_overflows_the_acceleration() -> None:
     truck = VehicleMonitor("truck-7", VehicleRules())
     out = run(truck, [("gps", 0, {"mode": 3, "lat": LAT0, "lon": LON0, "speed": 1e308}),
