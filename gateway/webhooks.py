@@ -397,7 +397,7 @@ class Webhooks:
         return sub
 
     def list(self) -> list[Subscription]:
-        return [_subscription(r) for r in self.db.query(f"SELECT * FROM {SUBSCRIPTIONS} ORDER BY created, id")]
+        return [_subscription(r) for r in self.db.query(f"SELECT * FROM {SUBSCRIPTIONS} ORDER BY created, rowid")]
 
     def get(self, webhook_id: str) -> Subscription | None:
         rows = list(self.db.query(f"SELECT * FROM {SUBSCRIPTIONS} WHERE id = ?", [webhook_id]))
