@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_systemd_accepts_the_unit(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed here")
-@pytest.mark.parametrize("name", VIGIL_SERVICES)
+@pytest.mark.parametrize("name", [*VIGIL_SERVICES, "vigil-backup.service"])
 def test_systemd_rates_the_service_well_sandboxed(name: str, tmp_path: Path) -> None:
     path = tmp_path / name.replace("@.", "@1.")  # a template is rated as an instance
     shutil.copyfile(SYSTEMD / name, path)
@@ -192,6 +193,40 @@ def test_the_edge_unit_is_the_one_flashed_devices_get() -> None:
     assert u.get("Service", "SupplementaryGroups") == "gpio dialout"  # serial ports and GPIO
     assert u.get("Service", "PrivateDevices") is None
     assert u.exec_start() == [VIGIL, "edge", "run", "--config", "/etc/vigil/device.toml"]
+
+
+def test_the_nightly_backup_copies_the_registry_and_the_alert_store(tmp_path: Path) -> None:
+    """vigil-backup.service's commands, run here with its paths moved to a temporary
+    folder, leave readable copies holding what the admin registered."""
+    if not Path("/usr/bin/sqlite3").exists():
+        pytest.skip("the sqlite3 command is not installed here (apt install sqlite3)")
+    state, backups = tmp_path / "state", tmp_path / "backups"
+    state.mkdir()
+    backups.mkdir()
+    env = {**os.environ, "VIGIL_REGISTRY": str(state / "registry.db"),
+           "VIGIL_ALERTS_DB": str(state / "alerts.db"),
+           "VIGIL_MOSQUITTO_PASSWD": str(tmp_path / "passwd"), "VIGIL_MOSQUITTO_ACL": str(tmp_path / "acl")}
+    for args in (["devices", "add", "truck-7", "--kind", "vehicle"],
+                 ["tokens", "create", "--name", "dashboard", "--scope", "read"]):
+        subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, env=env, check=True,
+                       capture_output=True, timeout=60)
+    backup = unit("vigil-backup.service")
+    assert backup.get("Timer", "OnCalendar") is None
+    assert unit("vigil-backup.timer").get("Timer", "OnCalendar")
+    commands = backup.exec_starts(extra_env={k: env[k] for k in ("VIGIL_REGISTRY", "VIGIL_ALERTS_DB")})
+    assert len(commands) == 2
+    for argv in commands:
+        argv = [a.replace("/var/backups/vigil", str(backups)) for a in argv]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    registry = subprocess.run(["/usr/bin/sqlite3", str(backups / "registry.db"), ".dump"],
+                              capture_output=True, text=True, check=True).stdout
+    alerts = subprocess.run(["/usr/bin/sqlite3", str(backups / "alerts.db"), ".dump"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "truck-7" in registry
+    assert "dashboard" in alerts
+    env_example = env_file()
+    assert {k: backup.environment()[k] for k in ("VIGIL_REGISTRY", "VIGIL_ALERTS_DB")} == \
+        {k: env_example[k] for k in ("VIGIL_REGISTRY", "VIGIL_ALERTS_DB")}
 
 
 # ------------------------------------------------------------------- Mosquitto's side

@@ -45,14 +45,16 @@ class Unit:
 
     def exec_start(self, instance: str = "1", hostname: str = "gateway",
                    extra_env: Mapping[str, str] | None = None) -> list[str]:
-        """ExecStart= as the argv systemd runs: prefixes (``-@:+!``) dropped, ``%i``/``%I``
-        /``%H``/``%%`` and ``${VAR}``/``$VAR`` from Environment= expanded."""
-        commands = self.commands("ExecStart")
+        """The one ExecStart= as the argv systemd runs (see ``exec_starts``)."""
+        commands = self.exec_starts(instance, hostname, extra_env)
         if len(commands) != 1:
             raise ValueError(f"{self.name}: expected one ExecStart=, got {commands}")
-        line = commands[0].lstrip("-@:+!")
-        line = re.sub(r"%([iIH%])", lambda m: {"i": instance, "I": instance, "H": hostname,
-                                                "%": "%"}[m.group(1)], line)
+        return commands[0]
+
+    def exec_starts(self, instance: str = "1", hostname: str = "gateway",
+                    extra_env: Mapping[str, str] | None = None) -> list[list[str]]:
+        """Every ExecStart= as the argv systemd runs: prefixes (``-@:+!``) dropped,
+        ``%i``/``%I``/``%H``/``%%`` and ``${VAR}``/``$VAR`` from Environment= expanded."""
         env = {**self.environment(), **(extra_env or {})}
 
         def var(m: re.Match[str]) -> str:
@@ -61,7 +63,13 @@ class Unit:
                 raise ValueError(f"{self.name}: ExecStart uses ${name}, which no Environment= sets")
             return env[name]
 
-        return shlex.split(re.sub(r"\$\{(\w+)\}|\$(\w+)", var, line))
+        out = []
+        for command in self.commands("ExecStart"):
+            line = command.lstrip("-@:+!")
+            line = re.sub(r"%([iIH%])", lambda m: {"i": instance, "I": instance, "H": hostname,
+                                                    "%": "%"}[m.group(1)], line)
+            out.append(shlex.split(re.sub(r"\$\{(\w+)\}|\$(\w+)", var, line)))
+        return out
 
 
 def parse_unit(path: Path) -> Unit:
