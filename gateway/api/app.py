@@ -57,6 +57,7 @@ from gateway.api.models import (
     AlertPage,
     BulkAckRequest,
     BulkAckResult,
+    ChangeEvent,
     Device,
     DeviceKind,
     DevicePage,
@@ -438,12 +439,11 @@ async def _sse(db: AlertDB, after: int, flt: AlertFilter, keepalive: float,
                 snapshot = h["alert"]
                 if not flt.matches(snapshot):
                     continue
-                event = {"change": h["id"], "kind": h["kind"],
-                         "at": datetime.fromtimestamp(h["ts"] / 1000, tz=UTC),
-                         "actor": h["actor"], "comment": h["comment"],
-                         "alert": alert_model(snapshot).model_dump(mode="json")}
+                event = ChangeEvent(change=h["id"], kind=h["kind"],
+                                    at=datetime.fromtimestamp(h["ts"] / 1000, tz=UTC),
+                                    actor=h["actor"], comment=h["comment"], alert=alert_model(snapshot))
                 out.append(b"id: %d\nevent: %s\ndata: %s\n\n"
-                           % (h["id"], h["kind"].encode(), orjson.dumps(event)))
+                           % (h["id"], h["kind"].encode(), event.model_dump_json().encode()))
             if out:
                 metrics.sse_events.inc(len(out))
                 yield b"".join(out)
