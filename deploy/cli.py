@@ -21,6 +21,7 @@ _PARTS: tuple[tuple[str, str], ...] = (
     ("gateway.api_cli", "API tokens"),
     ("processors.cli", "the stream processors"),
     ("deploy.up", "the one-box launcher"),
+    ("tui.cli", "the terminal dashboard"),
 )
 
 _OWN_PACKAGES = {"edge", "gateway", "broker", "processors", "tui", "deploy"}
