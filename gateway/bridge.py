@@ -32,9 +32,12 @@ the record's timestamp). A malformed status goes to ``telemetry.rejected`` with 
 ``gateway.credentials.acl_text``), so the topic names whose status it is. Status
 messages share the events' ack ledger: one is PUBACKed only once its record is in the
 log. The status subscription is not shared (MQTT 5 sends no retained messages to shared
-subscriptions): every bridge writes every status, and each (re)connect writes the
-retained ones again. The copies are harmless on a compacted topic keyed by device; with
-several bridges a reader that cares about order picks the newest ``received``.
+subscriptions): every bridge writes every status. With MQTT 5 the retained statuses are
+sent once per session (``retainHandling=1``): a bridge with a new session writes them all,
+one that reconnects to its session does not; with MQTT 3.1.1 every connect writes them
+again. Those carry a ``retained: 1`` header. The copies are harmless on a compacted topic
+keyed by device; with several bridges a reader that cares about order picks the newest
+``received``.
 """
 
 from __future__ import annotations
@@ -116,23 +119,27 @@ class _Inbound:
 
 
 STATUS_FIELDS = ("device", "state", "version", "outbox_depth", "outbox_bytes", "dropped", "ts", "received")
+MAX_STATUS_PAYLOAD = 64 * 1024  # an agent's status with its per-sensor extras is a few KiB at most
 
 
 def classify_status(mqtt_topic: str, payload: bytes, *, now_ms: int, status_topic: str = "device-status",
-                    rejected: str = "telemetry.rejected") -> Classified:
+                    rejected: str = "telemetry.rejected", retained: bool = False) -> Classified:
     """What one ``vigil/<device>/status`` message becomes in the log (pure: ``now_ms`` is
     the gateway's clock). A valid status -> one record on ``status_topic``: key = device id,
-    value = JSON with ``STATUS_FIELDS``, timestamp = ``now_ms``. Anything else -> one record
-    on ``rejected`` with header ``reason`` = ``bad-topic`` or ``bad-status`` and ``detail``."""
+    value = JSON with ``STATUS_FIELDS``, timestamp = ``now_ms``, and header ``retained: 1``
+    when MQTT delivered a stored retained message (the bridge subscribing) rather than a
+    live one: then ``received`` is when the bridge read it, not when the device sent it.
+    Anything else -> one record on ``rejected`` with header ``reason`` = ``bad-topic`` or
+    ``bad-status`` and ``detail``; the agent's ``extra`` is not carried."""
     try:
         device, channel = wire.parse_topic(mqtt_topic)
         if channel != "status":
             raise wire.WireError(f"expected a status topic, not {channel}")
     except wire.WireError as exc:
         return _refused(rejected, None, payload, "bad-topic", str(exc), mqtt_topic)
-    if len(payload) > REJECTED_SNIPPET:  # a status is ~200 bytes; keep the log's records small
+    if len(payload) > MAX_STATUS_PAYLOAD:
         return _refused(rejected, device, payload, "bad-status",
-                        f"status payload of {len(payload)} bytes exceeds {REJECTED_SNIPPET} bytes", mqtt_topic)
+                        f"status payload of {len(payload)} bytes exceeds {MAX_STATUS_PAYLOAD} bytes", mqtt_topic)
     try:
         st = wire.decode_status(payload)
     except (wire.WireError, TypeError, ValueError) as exc:  # TypeError/ValueError: a non-object extra
@@ -140,7 +147,8 @@ def classify_status(mqtt_topic: str, payload: bytes, *, now_ms: int, status_topi
     value = {"device": device, "state": st.state, "version": st.version, "outbox_depth": st.outbox_depth,
              "outbox_bytes": st.outbox_bytes, "dropped": st.dropped, "ts": st.ts, "received": now_ms}
     body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    return Classified(device, [Record(status_topic, device.encode(), body, now_ms)], None, accepted=1)
+    headers = (("retained", b"1"),) if retained else ()
+    return Classified(device, [Record(status_topic, device.encode(), body, now_ms, headers)], None, accepted=1)
 
 
 def _refused(topic: str, device: str | None, payload: bytes, reason: str, detail: str,
@@ -266,9 +274,9 @@ class Bridge:
         topic = f"$share/{self.config.group}/{base}" if shared else base
         peers = f"{wire.TOPIC_ROOT}/+/ack"  # other bridges' acks (our own echo is harmless)
         status = f"{wire.TOPIC_ROOT}/+/status"  # never shared: shared ones get no retained messages
-        if v5:
+        if v5:  # retainHandling=1: the retained statuses once per session, not on every reconnect
             client.subscribe([(topic, SubscribeOptions(qos=1)), (peers, SubscribeOptions(qos=0, noLocal=True)),
-                              (status, SubscribeOptions(qos=1))])
+                              (status, SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))])
         else:
             client.subscribe([(topic, 1), (peers, 0), (status, 1)])
         self._connected.set()
@@ -309,7 +317,8 @@ class Bridge:
         now = time.time()
         if msg.topic.endswith("/status"):
             result = classify_status(msg.topic, bytes(msg.payload), now_ms=int(now * 1000),
-                                     status_topic=self.config.status_topic, rejected=self.config.rejected_topic)
+                                     status_topic=self.config.status_topic, rejected=self.config.rejected_topic,
+                                     retained=bool(msg.retain))
             self._inbound.put(_Inbound(self._generation, msg.mid, msg.qos, result, time.monotonic(), True))
             return
         result = classify(msg.topic, bytes(msg.payload), now_ms=int(now * 1000),

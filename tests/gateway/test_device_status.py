@@ -34,6 +34,9 @@ def test_a_status_becomes_one_record_keyed_by_the_device() -> None:
                                      "ts": NOW - 50, "received": NOW}
     assert tuple(json.loads(rec.value)) == STATUS_FIELDS
     assert c.device == "truck-7" and c.ack_seq is None and not c.rejected
+    assert rec.header("retained") is None
+    [again] = classify_status("vigil/truck-7/status", payload, now_ms=NOW, retained=True).records
+    assert again.value == rec.value and again.header("retained") == b"1"
 
 
 def test_a_last_will_has_no_agent_time() -> None:
@@ -50,7 +53,7 @@ def test_malformed_statuses_are_rejected_with_a_reason() -> None:
         b'{"state": "online", "outbox_depth": "many"}': "bad-status",
         b'{"state": "online", "extra": "oops"}': "bad-status",
         b"": "bad-status",
-        b'{"state": "online", "version": "' + b"x" * 2000 + b'"}': "bad-status",
+        b'{"state": "online", "version": "' + b"x" * 70_000 + b'"}': "bad-status",
     }
     for payload, reason in cases.items():
         c = classify_status("vigil/truck-7/status", payload, now_ms=NOW)
@@ -130,6 +133,7 @@ def test_an_agent_online_then_killed_leaves_online_then_its_last_will_in_device_
     assert isinstance(value["outbox_depth"], int) and isinstance(value["dropped"], int)
     assert abs(int(value["ts"]) - int(value["received"])) < 60_000  # type: ignore[call-overload]
     assert online.timestamp == value["received"]
+    assert "retained" not in online.headers  # sent while the bridge listened
     will = records[-1].json()
     assert will["state"] == "offline" and will["ts"] == 0  # a will is composed at connect
     assert will["received"] >= value["received"]  # type: ignore[operator]
@@ -175,6 +179,19 @@ def test_a_new_bridge_writes_the_retained_statuses_it_finds(
         [rec] = read_topic(broker.bootstrap, "device-status", min_count=1)
     finally:
         b.stop()
-    assert rec.key == "bed-4"
+    assert rec.key == "bed-4" and rec.headers["retained"] == b"1"
     assert {k: rec.json()[k] for k in ("state", "version", "outbox_depth", "outbox_bytes")} == {
         "state": "online", "version": "3.1", "outbox_depth": 5, "outbox_bytes": 500}
+    # the same bridge back on its MQTT 5 session: the retained statuses are not written again
+    b.start()
+    try:
+        d = Device(site.mosquitto.port, "bed-5", site.add_device("bed-5")).start()
+        try:
+            d.client.publish(wire.status_topic("bed-5"), wire.encode_status(wire.Status("online", "3.2")),
+                             qos=1, retain=True).wait_for_publish(5)
+        finally:
+            d.stop()
+        records = read_topic(broker.bootstrap, "device-status", min_count=2)
+    finally:
+        b.stop()
+    assert [(r.key, "retained" in r.headers) for r in records] == [("bed-4", True), ("bed-5", False)]
