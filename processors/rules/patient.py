@@ -224,7 +224,7 @@ class PatientMonitor:
     _latest: dict[str, _Latest] = field(default_factory=dict)
     _thresholds: dict[str, _ThresholdState] = field(default_factory=dict)
     _probe: Sustained = field(default_factory=Sustained)
-    _seen: dict[str, Any] = field(default_factory=dict)  # latest measured values, any age
+    _measured: dict[str, Any] = field(default_factory=dict)  # latest measured values, any age
     _probe_off: bool = False
     _retired: list[str] = field(default_factory=list)  # rules gone: resolve their alerts
 
@@ -255,21 +255,21 @@ class PatientMonitor:
         values: dict[str, Any] = {k: _number(data.get(k)) for k in _NUMERIC}
         if probe_off:
             values["spo2"] = values["heart_rate"] = None
-        seen = self._seen
+        measured = self._measured
         for key, value in values.items():
             if value is not None:
-                seen[key] = value
+                measured[key] = value
         self._probe_off = probe_off
         on_oxygen = data.get("on_oxygen")
         if isinstance(on_oxygen, bool):
-            values["on_oxygen"] = seen["on_oxygen"] = on_oxygen
+            values["on_oxygen"] = measured["on_oxygen"] = on_oxygen
         else:
             values["on_oxygen"] = None
         avpu = data.get("consciousness")
         if isinstance(avpu, str):
             values["consciousness"] = avpu
             if avpu in _AVPU:
-                seen["consciousness"] = avpu
+                measured["consciousness"] = avpu
         else:
             values["consciousness"] = None
 
@@ -295,12 +295,13 @@ class PatientMonitor:
     def latest(self) -> dict[str, Any]:
         """The patient now, for the device-state topic (see the module doc): the six
         vital signs (numbers or None), ``on_oxygen``, ``consciousness``, ``probe_off``."""
-        seen, off = self._seen, self._probe_off
-        return {"heart_rate": None if off else seen.get("heart_rate"),
-                "spo2": None if off else seen.get("spo2"),
-                "resp_rate": seen.get("resp_rate"), "temp_c": seen.get("temp_c"),
-                "sys_bp": seen.get("sys_bp"), "dia_bp": seen.get("dia_bp"),
-                "on_oxygen": seen.get("on_oxygen"), "consciousness": seen.get("consciousness"),
+        measured, off = self._measured, self._probe_off
+        return {"heart_rate": None if off else measured.get("heart_rate"),
+                "spo2": None if off else measured.get("spo2"),
+                "resp_rate": measured.get("resp_rate"), "temp_c": measured.get("temp_c"),
+                "sys_bp": measured.get("sys_bp"), "dia_bp": measured.get("dia_bp"),
+                "on_oxygen": measured.get("on_oxygen"),
+                "consciousness": measured.get("consciousness"),
                 "probe_off": off}
 
     def news2_json(self) -> dict[str, Any] | None:
@@ -332,7 +333,7 @@ class PatientMonitor:
                                     "worst": self._thresholds[t.name].worst}
                            for t in self.rules.thresholds},
             "probe": self._probe.snapshot(),
-            "seen": dict(self._seen),
+            "measured": dict(self._measured),
             "probe_off": self._probe_off,
         }
 
@@ -368,16 +369,16 @@ class PatientMonitor:
             kept.add(name)
         m._probe = Sustained.restore(_ms(rules.probe_off_delay_s), 0, f.raw("probe"),
                                      f"{where}: probe")
-        seen = f.object("seen")
-        for key in seen.names():
+        measured = f.object("measured")
+        for key in measured.names():
             if key in _NUMERIC:
-                m._seen[key] = seen.number(key)
+                m._measured[key] = measured.number(key)
             elif key == "on_oxygen":
-                m._seen[key] = seen.flag(key)
-            elif key == "consciousness" and seen.text(key) in _AVPU:
-                m._seen[key] = seen.text(key)
+                m._measured[key] = measured.flag(key)
+            elif key == "consciousness" and measured.text(key) in _AVPU:
+                m._measured[key] = measured.text(key)
             else:
-                seen.fail(f"unknown or impossible value {key}={seen.raw(key)!r}")
+                measured.fail(f"unknown or impossible value {key}={measured.raw(key)!r}")
         m._probe_off = f.flag("probe_off")
         f.done()
         raised = {*_FIXED_RULES, *(f"threshold:{name}" for name in kept)}
