@@ -313,6 +313,9 @@ class AlertDB:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.notifier = notifier or ChangeNotifier()
+        # called inside each write transaction with the history rows it wrote (webhooks
+        # enqueue their deliveries there: atomically with the change)
+        self.change_hooks: list[Callable[[sqlite3.Connection, list[dict[str, Any]]], None]] = []
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
@@ -352,11 +355,21 @@ class AlertDB:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT); rolled back on error."""
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); rolled back on error. The
+        ``change_hooks`` see the history rows it wrote, inside it, before the commit."""
         with self.connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                before = 0
+                if self.change_hooks:
+                    before = conn.execute("SELECT coalesce(max(id), 0) FROM history").fetchone()[0]
                 yield conn
+                if self.change_hooks:
+                    changes = [_history_row(r) for r in conn.execute(
+                        "SELECT * FROM history WHERE id > ? ORDER BY id", (before,))]
+                    if changes:
+                        for hook in self.change_hooks:
+                            hook(conn, changes)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

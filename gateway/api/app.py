@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +35,6 @@ import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -48,7 +47,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import AwareDatetime
 
-from gateway.api.auth import Principal, TokenStore
+from gateway.api.auth import Principal, TokenStore, requires
 from gateway.api.errors import ApiError, error_responses, install_error_handlers
 from gateway.api.models import (
     AckRequest,
@@ -57,7 +56,6 @@ from gateway.api.models import (
     AlertPage,
     BulkAckRequest,
     BulkAckResult,
-    ChangeEvent,
     Device,
     DeviceKind,
     DevicePage,
@@ -72,6 +70,7 @@ from gateway.api.models import (
     history_model,
     silence_model,
 )
+from gateway.api.webhook_routes import change_event, install_webhooks
 from gateway.store import (
     AlertDB,
     AlertFilter,
@@ -100,38 +99,10 @@ class ApiSettings:
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are given
     keepalive_s: float = 15.0  # SSE keepalive comments
     cluster_timeout_s: float = 5.0
+    run_webhooks: bool = True  # send webhook deliveries from this process (while it serves)
 
 
 # --- auth -------------------------------------------------------------------------------
-
-_bearer = HTTPBearer(auto_error=False, description="a token from `vigil tokens create`")
-_CHALLENGE = 'Bearer realm="vigil"'
-
-
-def requires(scope: str) -> Callable[..., Principal]:
-    """The dependency that authenticates a request and checks ``scope``."""
-
-    def dependency(request: Request,
-                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-        if creds is None:
-            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>' "
-                                "(create one with `vigil tokens create`)",
-                           headers={"WWW-Authenticate": _CHALLENGE})
-        tokens: TokenStore = request.app.state.tokens
-        principal = tokens.verify(creds.credentials)
-        if principal is None:
-            raise ApiError(401, "unknown or revoked token",
-                           headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'})
-        if not principal.has(scope):
-            raise ApiError(403, f"token {principal.name!r} lacks the {scope!r} scope needed here "
-                                f"(it has: {', '.join(sorted(principal.scopes)) or 'none'})",
-                           headers={"WWW-Authenticate":
-                                    f'{_CHALLENGE}, error="insufficient_scope", scope="{scope}"'})
-        return principal
-
-    dependency.required_scope = scope  # type: ignore[attr-defined]
-    return dependency
-
 
 def _scoped(scope: str, *errors: int) -> dict[str, Any]:
     """Route keyword arguments: the auth dependency, its scope in the OpenAPI document, and
@@ -142,7 +113,6 @@ def _scoped(scope: str, *errors: int) -> dict[str, Any]:
 
 ReadUser = Annotated[Principal, Depends(requires("read"))]
 AckUser = Annotated[Principal, Depends(requires("ack"))]
-AdminUser = Annotated[Principal, Depends(requires("admin"))]
 
 
 # --- cursors ----------------------------------------------------------------------------
@@ -254,6 +224,11 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from gateway.webhooks import Dispatcher
+
+        dispatcher = Dispatcher(the_db.path).start() if s.run_webhooks else None
+        app.state.dispatcher = dispatcher
+        wake = the_db.notifier.subscribe(lambda _last: dispatcher.notify()) if dispatcher else None
         consumer = None
         if s.bootstrap and s.run_store:
             consumer = StoreConsumer(the_db, s.bootstrap, s.store_group, s.topics).start()
@@ -263,6 +238,9 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
         finally:
             if consumer is not None:
                 consumer.stop()
+            if dispatcher is not None and wake is not None:
+                the_db.notifier.unsubscribe(wake)
+                dispatcher.stop()
             if own_db:
                 the_db.close()
 
@@ -277,6 +255,7 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
     app.state.tokens = TokenStore(the_db)
     app.state.settings = s
     app.state.consumer = None
+    app.state.dispatcher = None
     app.state.metrics = _Metrics(app)
     install_error_handlers(app)
     if s.cors_origins:
@@ -289,7 +268,7 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
     _silence_routes(app, the_db)
     _device_routes(app, the_db)
     _ops_routes(app, the_db, s)
-    _webhook_routes(app, the_db, s)
+    install_webhooks(app, the_db)
     return app
 
 
@@ -439,9 +418,7 @@ async def _sse(db: AlertDB, after: int, flt: AlertFilter, keepalive: float,
                 snapshot = h["alert"]
                 if not flt.matches(snapshot):
                     continue
-                event = ChangeEvent(change=h["id"], kind=h["kind"],
-                                    at=datetime.fromtimestamp(h["ts"] / 1000, tz=UTC),
-                                    actor=h["actor"], comment=h["comment"], alert=alert_model(snapshot))
+                event = change_event(h)
                 out.append(b"id: %d\nevent: %s\ndata: %s\n\n"
                            % (h["id"], h["kind"].encode(), event.model_dump_json().encode()))
             if out:
@@ -564,12 +541,3 @@ def _ops_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
             return describe_cluster(s.bootstrap, timeout=s.cluster_timeout_s)
         except ClusterUnavailable as exc:
             raise ApiError(503, f"the log cluster did not answer: {exc}") from exc
-
-
-def _webhook_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
-    """Webhook subscriptions and their delivery log: ``gateway.webhooks`` when present."""
-    try:
-        import gateway.webhooks  # noqa: F401
-    except ImportError:
-        log.info("gateway.webhooks is not installed: no webhook routes")
-        return

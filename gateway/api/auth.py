@@ -16,13 +16,18 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import orjson
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.api.errors import ApiError
 from gateway.store import AlertDB, now_ms
 
-__all__ = ["SCOPES", "Principal", "TokenError", "TokenStore"]
+__all__ = ["SCOPES", "AdminUser", "Principal", "TokenError", "TokenStore", "requires"]
 
 log = logging.getLogger("vigil.api")
 
@@ -114,3 +119,37 @@ class TokenStore:
         if isinstance(out.get("scopes"), str):
             out["scopes"] = orjson.loads(str(out["scopes"]))
         return out
+
+
+# --- the FastAPI dependency ---------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `vigil tokens create`")
+_CHALLENGE = 'Bearer realm="vigil"'
+
+
+def requires(scope: str) -> Callable[..., Principal]:
+    """The dependency that authenticates a request and checks ``scope``."""
+
+    def dependency(request: Request,
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        if creds is None:
+            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>' "
+                                "(create one with `vigil tokens create`)",
+                           headers={"WWW-Authenticate": _CHALLENGE})
+        tokens: TokenStore = request.app.state.tokens
+        principal = tokens.verify(creds.credentials)
+        if principal is None:
+            raise ApiError(401, "unknown or revoked token",
+                           headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'})
+        if not principal.has(scope):
+            raise ApiError(403, f"token {principal.name!r} lacks the {scope!r} scope needed here "
+                                f"(it has: {', '.join(sorted(principal.scopes)) or 'none'})",
+                           headers={"WWW-Authenticate":
+                                    f'{_CHALLENGE}, error="insufficient_scope", scope="{scope}"'})
+        return principal
+
+    dependency.required_scope = scope  # type: ignore[attr-defined]
+    return dependency
+
+
+AdminUser = Annotated[Principal, Depends(requires("admin"))]
