@@ -475,6 +475,16 @@ class Webhooks:
             f"SELECT attempt, at, status_code, error, duration_ms, outcome, retry_in_s, response "
             f"FROM {ATTEMPTS} WHERE delivery_id = ? ORDER BY attempt, id", [delivery_id])]
 
+    def prune(self, older_than_s: float) -> int:
+        """Forget finished (delivered, failed, cancelled) deliveries and their attempts that
+        finished more than ``older_than_s`` seconds ago; returns how many."""
+        cutoff = _iso(self.clock() - older_than_s)
+        with _writing(self.db.conn):
+            old = f"SELECT id FROM {DELIVERIES} WHERE status != 'pending' AND finished < ?"
+            self.db.execute(f"DELETE FROM {ATTEMPTS} WHERE delivery_id IN ({old})", [cutoff])
+            cur = self.db.execute(f"DELETE FROM {DELIVERIES} WHERE id IN ({old})", [cutoff])
+        return cur.rowcount
+
     def redeliver(self, delivery_id: str) -> bool:
         """Make a failed (or cancelled) delivery pending again, due now; its log is kept."""
         with _writing(self.db.conn):

@@ -383,6 +383,11 @@ def test_disabled_subscriptions_wait_and_failed_deliveries_can_be_sent_again(
         d = _settled(hooks, b)
     assert d["status"] == "delivered" and [x["status_code"] for x in d["log"]] == [400, 200]
     assert broken.id in {x["webhook_id"] for x in hooks.deliveries(status="delivered")}
+    assert hooks.prune(3600) == 0  # all finished just now
+    hooks.enqueue(alert("resolved", revision=1))  # pending: never pruned
+    assert hooks.prune(-1) == 2
+    assert [x["status"] for x in hooks.deliveries()] == ["pending", "pending"]
+    assert hooks.delivery(b) is None and hooks.attempts(b) == []
 
 
 def test_an_in_memory_database_is_refused_by_the_dispatcher() -> None:
