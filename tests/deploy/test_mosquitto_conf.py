@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from edge import wire
-from tests.deploy.conftest import Client, DeployedMosquitto
+from tests.conftest import ROOT
+from tests.deploy.conftest import Client, DeployedMosquitto, make_ca_and_server_cert
 from tests.gateway.conftest import wait_until
 
 ACCEPTED = 0
@@ -145,3 +149,52 @@ def test_devices_added_and_revoked_while_mosquitto_runs(site: Site) -> None:
     site.mosquitto.vigil("devices", "revoke", "truck-8")
     wait_until(lambda: not accepted("truck-8"), 10, "the revoked device to be refused")
     assert accepted("truck-7")
+
+
+def test_a_device_configured_as_install_md_says_logs_in_with_the_real_agent(site: Site, tmp_path: Path) -> None:
+    """`vigil edge check --mqtt` with a device.toml like deploy/INSTALL.md's: port 8883's
+    stand-in, the site's CA, the password from `vigil devices add` in a file."""
+    device_dir = tmp_path / "device"
+    device_dir.mkdir()
+    (device_dir / "mqtt.password").write_text(site.passwords["truck-7"] + "\n")
+    (device_dir / "ca.crt").write_bytes(site.mosquitto.ca.read_bytes())
+    config = device_dir / "device.toml"
+    config.write_text(f"""\
+[device]
+id = "truck-7"
+kind = "vehicle"
+
+[mqtt]
+host = "localhost"
+port = {site.mosquitto.tls_port}
+username = "truck-7"
+password_file = "mqtt.password"
+[mqtt.tls]
+ca = "ca.crt"
+
+[outbox]
+path = "{tmp_path / 'outbox.sqlite'}"
+
+[agent]
+sensor_modules = ["tests.edge.counter_sensor"]
+
+[[sensors]]
+name = "count"
+type = "counter"
+rate = 10
+""")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "deploy.cli", "edge", "check", "--config", str(config),
+                               "--mqtt"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+    ok = check()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"ok   mqtt localhost:{site.mosquitto.tls_port}: login accepted" in ok.stdout
+    # a gateway whose certificate the device's CA did not sign is not trusted
+    other_ca, _, _ = make_ca_and_server_cert(tmp_path / "other")
+    (device_dir / "ca.crt").write_bytes(other_ca.read_bytes())
+    refused = check()
+    assert refused.returncode == 1
+    assert f"FAIL mqtt localhost:{site.mosquitto.tls_port}" in refused.stdout
+    assert "certificate" in refused.stdout.lower(), refused.stdout
