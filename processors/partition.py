@@ -163,13 +163,14 @@ class PartitionProcessor:
         if result.late:
             self._late(out, result.late)
         kind = event.kind
+        now = self._clock.now(wall_ms)
         if kind in _VEHICLE_KINDS:
             monitor: VehicleMonitor | PatientMonitor = self._vehicle(event.device)
-            self._alerts(out, monitor.on_event(event), "vehicle")
+            self._alerts(out, monitor.on_event(event, now), "vehicle")
         elif kind in _PATIENT_KINDS:
             monitor = self._patient(event.device)
-            self._alerts(out, monitor.on_event(event), "patient")
-        self._tick_to(out, self._clock.now(wall_ms))
+            self._alerts(out, monitor.on_event(event, now), "patient")
+        self._tick_to(out, now)
         return out
 
     def caught_up(self, wall_ms: int) -> None:

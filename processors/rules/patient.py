@@ -216,6 +216,7 @@ def _restore_news2_values(f: Fields) -> dict[str, _Latest]:
 class PatientMonitor:
     patient: str
     rules: PatientRules = field(default_factory=PatientRules)
+    seen: int | None = None  # when its newest event arrived, by the caller's clock
     last_ts: int | None = None  # event time of the newest vitals event
     score: News2 | None = None  # the latest NEWS2
     stale: int = 0
@@ -237,10 +238,16 @@ class PatientMonitor:
     def active(self) -> list[Alert]:
         return self._book.active()
 
-    def on_event(self, event: Event) -> list[Alert]:
+    def on_event(self, event: Event, arrived: int | None = None) -> list[Alert]:
+        """One event; ``arrived`` is when it reached the caller, on the clock later given
+        to ``tick`` (default: its own time). Silence is counted from the later of the two,
+        so a backlog of old events delivered now is not silence."""
         if event.kind != "vitals":
             return []
         ts = event.ts
+        heard = ts if arrived is None or arrived < ts else arrived
+        if self.seen is None or heard > self.seen:
+            self.seen = heard
         if self.last_ts is not None and ts < self.last_ts:
             self.stale += 1
             return []
@@ -284,12 +291,13 @@ class PatientMonitor:
         out: list[Alert] = []
         if self._retired:
             self._resolve_retired(out, now_ms)
-        if self.last_ts is None or now_ms - self.last_ts < _ms(self.rules.no_data_s):
+        heard = self.seen if self.seen is not None else self.last_ts
+        if heard is None or now_ms - heard < _ms(self.rules.no_data_s):
             return out
         self._emit(out, self._book.hold("no_data", self.patient, now_ms, "major",
                                         f"no vitals for {self.rules.no_data_s:g} s",
                                         {"last_ts": self.last_ts, "no_data_s": self.rules.no_data_s},
-                                        started=self.last_ts))
+                                        started=heard))
         return out
 
     def latest(self) -> dict[str, Any]:
@@ -323,6 +331,7 @@ class PatientMonitor:
         return {
             **header("patient", self.patient),
             "last_ts": self.last_ts,
+            "seen": self.seen,
             "stale": self.stale,
             "invalid": self.invalid,
             "score": score,
@@ -345,6 +354,7 @@ class PatientMonitor:
         where = f.where
         m = cls(patient, rules)
         m.last_ts = f.opt_integer("last_ts")
+        m.seen = f.opt_integer("seen") if "seen" in state else m.last_ts
         m.stale = f.integer("stale")
         m.invalid = f.integer("invalid")
         m.score = None if f.raw("score") is None else _restore_score(f.object("score"))

@@ -251,6 +251,7 @@ class _Trip:
 class VehicleMonitor:
     vehicle: str
     rules: VehicleRules = field(default_factory=VehicleRules)
+    seen: int | None = None  # when its newest event arrived, by the caller's clock
     last_ts: int | None = None  # newest event time seen, any kind
     stale: int = 0
     speed: float | None = None  # latest known speed, any source
@@ -286,10 +287,16 @@ class VehicleMonitor:
                 "lon": None if position is None else position[1],
                 "speed": self.speed, "ignition": self.ignition}
 
-    def on_event(self, event: Event) -> list[Alert]:
+    def on_event(self, event: Event, arrived: int | None = None) -> list[Alert]:
+        """One event; ``arrived`` is when it reached the caller, on the clock later given
+        to ``tick`` (default: its own time). Silence is counted from the later of the two,
+        so a backlog of old events delivered now is not silence."""
         if event.kind not in ("gps", "obd"):
             return []
         ts = event.ts
+        heard = ts if arrived is None or arrived < ts else arrived
+        if self.seen is None or heard > self.seen:
+            self.seen = heard
         if self.last_ts is not None and ts < self.last_ts:
             self.stale += 1
             return []
@@ -335,11 +342,12 @@ class VehicleMonitor:
         if self._retired:
             self._resolve_retired(out, now_ms)
         self._harsh_quiet(out, now_ms)
-        if self.last_ts is not None and now_ms - self.last_ts >= _ms(self.rules.offline_s):
+        heard = self.seen if self.seen is not None else self.last_ts
+        if heard is not None and now_ms - heard >= _ms(self.rules.offline_s):
             self._emit(out, self._book.hold(
                 "offline", self.vehicle, now_ms, "major",
                 f"no data for {self.rules.offline_s:g} s", {"last_ts": self.last_ts},
-                started=self.last_ts))
+                started=heard))
         return out
 
     # ---- checkpoints -----------------------------------------------------------------
@@ -350,6 +358,7 @@ class VehicleMonitor:
         return {
             **header("vehicle", self.vehicle),
             "last_ts": self.last_ts,
+            "seen": self.seen,
             "stale": self.stale,
             "speed": self.speed,
             "ignition": self.ignition,
@@ -375,6 +384,7 @@ class VehicleMonitor:
         f = check_header(state, "vehicle", vehicle)
         m = cls(vehicle, rules)
         m.last_ts = f.opt_integer("last_ts")
+        m.seen = f.opt_integer("seen") if "seen" in state else m.last_ts
         m.stale = f.integer("stale")
         m.speed = f.opt_number("speed")
         m.ignition = f.opt_flag("ignition")
