@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -248,6 +249,7 @@ def test_a_snapshot_is_plain_json_with_a_format_and_without_the_rules() -> None:
                 ("obd", 1000, {"ignition": True, "speed": 11.0})])
     snapshot = truck.snapshot()
     assert json.loads(json.dumps(snapshot, allow_nan=False)) == snapshot
+    assert orjson.loads(orjson.dumps(snapshot)) == snapshot  # what the processors write with
     assert (snapshot["format"], snapshot["kind"], snapshot["device"]) == (1, "vehicle", "truck-7")
     text = json.dumps(snapshot)
     assert "speed_limit" not in text and "yard" not in text  # rules come from the config
