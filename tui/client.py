@@ -186,7 +186,12 @@ class ApiClient:
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, httpx.ConnectError):
-        return "connection refused" if "refused" in str(exc).lower() or not str(exc) else str(exc)
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+                return "connection refused"
+            cause = cause.__cause__ or cause.__context__
+        return f"cannot connect: {exc}" if str(exc) else "cannot connect"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

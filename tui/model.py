@@ -32,6 +32,7 @@ __all__ = [
     "alert_row",
     "backoff_delay",
     "cell_text",
+    "change_order",
     "group_rows",
     "news2_cell",
     "partition_rows",
@@ -169,6 +170,12 @@ def alert_row(a: Mapping[str, Any]) -> Row:
         str(a.get("device") or ""), str(a.get("message") or ""), fmt_datetime(a.get("started_at")),
         fmt_datetime(a.get("last_change_at")), str(ack.get("by") or ""),
     )
+
+
+def change_order(a: Mapping[str, Any]) -> float:
+    """Alerts are listed by their last change, newest first (sort this descending)."""
+    dt = parse_time(a.get("last_change_at"))
+    return 0.0 if dt is None else dt.timestamp()
 
 
 def _ids(v: Iterable[int] | None) -> str:

@@ -6,7 +6,9 @@ keep the cursor, the scroll position and the frame rate."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from textual._two_way_dict import TwoWayDict  # what DataTable.sort itself rebuilds
 from textual.widgets import DataTable
 
 from tui.model import Cell, row_matches
@@ -17,12 +19,12 @@ __all__ = ["KeyedTable"]
 class KeyedTable(DataTable[Cell]):
     """``sync`` with the full set of rows; ``query`` hides the rows it does not match."""
 
-    def __init__(self, columns: Sequence[tuple[str, str]], *, sort_column: str | None = None,
-                 sort_reverse: bool = False, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, columns: Sequence[tuple[str, str]], *, sort_reverse: bool = False,
+                 id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
         self.column_spec = tuple(columns)
-        self.sort_column = sort_column  # default: the first column (the id)
         self.sort_reverse = sort_reverse
+        self._order: dict[str, Any] = {}  # the sort value of each shown row (default: its key)
         self.query_text = ""
         self._shown: dict[str, tuple[Cell, ...]] = {}  # what the table holds, by row key
         # how the table was changed, for the tests and for anyone curious
@@ -37,16 +39,20 @@ class KeyedTable(DataTable[Cell]):
     def set_query(self, text: str) -> None:
         self.query_text = text
 
-    def sync(self, rows: Mapping[str, Sequence[Cell]], changed: set[str] | None = None) -> None:
-        """Make the table show ``rows`` (those matching the query). ``changed``, when given,
-        names the only keys whose content may differ from the last sync (a fast path)."""
+    def sync(self, rows: Mapping[str, Sequence[Cell]], changed: set[str] | None = None,
+             order: Mapping[str, Any] | None = None) -> None:
+        """Make the table show ``rows`` (those matching the query), ordered by ``order``'s
+        values (default: by key). ``changed``, when given, names the only keys whose
+        content may differ from the last sync (a fast path)."""
         keys = self.column_spec
         wanted = {k for k, r in rows.items() if row_matches(r, self.query_text)} \
             if self.query_text else set(rows)
         for gone in [k for k in self._shown if k not in wanted]:
             self.remove_row(gone)
             del self._shown[gone]
+            self._order.pop(gone, None)
             self.rows_removed += 1
+        reorder = False
         check = self._shown.keys() & wanted if changed is None else self._shown.keys() & changed & wanted
         for k in check:
             new = tuple(rows[k])
@@ -58,21 +64,33 @@ class KeyedTable(DataTable[Cell]):
                     self.update_cell(k, col, b)
                     self.cells_updated += 1
             self._shown[k] = new
-        added = sorted(wanted - self._shown.keys())
+        if order is not None:
+            for k in wanted & self._shown.keys():
+                if self._order.get(k) != order[k]:
+                    self._order[k] = order[k]
+                    reorder = True
+        added = sorted(wanted - self._shown.keys(),
+                       key=None if order is None else (lambda k: (order[k], k)),
+                       reverse=self.sort_reverse)
         if added:
-            had_rows = bool(self._shown)
+            reorder = reorder or bool(self._shown)  # rows arriving later go to their place
             for k in added:
                 new = tuple(rows[k])
                 self.add_row(*new, key=k)
                 self._shown[k] = new
+                self._order[k] = k if order is None else order[k]
             self.rows_added += len(added)
-            if had_rows or self.sort_reverse:  # keep the order when rows arrive later
-                self._reorder()
+        if reorder:
+            self._reorder()
 
     def _reorder(self) -> None:
+        """Put the rows in order without touching them (no row is removed or added)."""
         cursor_key = self.selected_key
-        self.sort(self.sort_column or self.column_spec[0][0],
-                  key=lambda v: v.plain if hasattr(v, "plain") else v, reverse=self.sort_reverse)
+        keys = sorted(self._data, key=lambda rk: (self._order[str(rk.value)], str(rk.value)),
+                      reverse=self.sort_reverse)
+        self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(keys)})
+        self._update_count += 1
+        self.refresh()
         if cursor_key is not None and cursor_key in self._shown:
             self.move_cursor(row=self.get_row_index(cursor_key), animate=False)
 

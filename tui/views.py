@@ -29,6 +29,7 @@ from tui.model import (
     VITALS,
     DashboardState,
     alert_row,
+    change_order,
     fmt_datetime,
     group_rows,
     news2_cell,
@@ -152,7 +153,7 @@ class AlertsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="alerts-filter")
-        yield KeyedTable(ALERT_COLUMNS, sort_column="changed", sort_reverse=True, id="alerts-table")
+        yield KeyedTable(ALERT_COLUMNS, sort_reverse=True, id="alerts-table")
 
     @property
     def table(self) -> KeyedTable:
@@ -160,11 +161,12 @@ class AlertsPane(Vertical):
 
     def show(self, state: DashboardState) -> None:
         states = STATE_FILTERS[self.state_filter]
-        rows = {i: alert_row(a) for i, a in state.alerts.items() if a.get("state") in states}
+        shown = {i: a for i, a in state.alerts.items() if a.get("state") in states}
+        rows = {i: alert_row(a) for i, a in shown.items()}
         self.query_one("#alerts-filter", Static).update(
             f"showing {self.state_filter} alerts ({len(rows)}) · f: state filter · /: search · "
             f"a: ack · u: unack · x: resolve · s: silence")
-        self.table.sync(rows)
+        self.table.sync(rows, order={i: change_order(a) for i, a in shown.items()})
 
     def refilter(self) -> None:
         pass
@@ -220,8 +222,7 @@ class DeviceDetail(Screen[None]):
                     yield Sparkline([], id=f"spark-{key}", classes="detail-spark")
                     yield Static("-", id=f"last-{key}", classes="spark-last")
             yield Label("Alerts", classes="section")
-            yield KeyedTable(ALERT_COLUMNS, sort_column="changed", sort_reverse=True,
-                             id="detail-alerts")
+            yield KeyedTable(ALERT_COLUMNS, sort_reverse=True, id="detail-alerts")
         yield Footer()
 
     def show(self, state: DashboardState) -> None:
@@ -236,8 +237,9 @@ class DeviceDetail(Screen[None]):
             self.query_one(f"#spark-{key}", Sparkline).data = values
             self.query_one(f"#last-{key}", Static).update(
                 "-" if not values else f"{values[-1]:.1f} ({len(values)} samples)")
+        mine = state.alerts_of(self.device_id)
         self.query_one("#detail-alerts", KeyedTable).sync(
-            {a["id"]: alert_row(a) for a in state.alerts_of(self.device_id)})
+            {a["id"]: alert_row(a) for a in mine}, order={a["id"]: change_order(a) for a in mine})
 
 
 def _device_info(d: Mapping[str, Any]) -> Text:

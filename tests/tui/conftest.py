@@ -27,9 +27,10 @@ START = T0 / 1000 + 5.0  # the manual clock's start: 5 s after the data's T0
 class Served:
     """An app under uvicorn on a loopback port (which a test may stop and start again)."""
 
-    def __init__(self, app: FastAPI, port: int | None = None) -> None:
+    def __init__(self, app: FastAPI, port: int | None = None, lifespan: str = "on") -> None:
         self.app = app
         self.port = port or free_port()
+        self.lifespan = lifespan  # "off": stopping leaves the app's database open
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
 
@@ -39,7 +40,7 @@ class Served:
 
     def start(self) -> Served:
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on",
+                                                    log_level="warning", lifespan=self.lifespan,
                                                     timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
