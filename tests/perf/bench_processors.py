@@ -1,7 +1,7 @@
 """Stream-processing benchmark: Vigil's window engine against Quix Streams, over Kafka.
 
     PYTHONPATH=. .venv/bin/python tests/perf/bench_processors.py [--events 1000000]
-        [--keys 1000] [--rounds 1] [--engines vigil quix quix-nochangelog] [--json PATH]
+        [--keys 1000] [--rounds 1] [--engines vigil quix [quix-nochangelog]] [--json PATH]
 
 The job: a 10-second tumbling mean of ``data.value`` per device, final results only.
 
@@ -23,7 +23,8 @@ The job: a 10-second tumbling mean of ``data.value`` per device, final results o
    ``bench-means-quix``; window time is the record timestamp (Quix's default), windows
    close per key (its default). It stops once it has processed N input events. Quix
    cannot close the last window of each key without later events, so it emits fewer.
-   ``quix-nochangelog``: the same with ``use_changelog_topics=False``.
+   ``quix-nochangelog`` (only if asked for with --engines): the same with
+   ``use_changelog_topics=False``.
 4. Reads the output topics back and checks that Vigil and each Quix run agree on the mean
    of every (device, window) that both emitted.
 
@@ -462,16 +463,17 @@ def worker_process(name: str, bootstrap: str, events: int, workdir: Path) -> Ite
 class Run:
     result: WorkerResult
     broker_cpu_seconds: float  # the broker's CPU while the worker ran, startup included
+    round: int = 0
 
 
-def run_worker(name: str, broker: Broker, events: int, workdir: Path) -> Run:
+def run_worker(name: str, broker: Broker, events: int, workdir: Path, round_: int) -> Run:
     broker_cpu = cpu_seconds(broker.pid)
     print(f"running {name} over {events:,} events ...", file=sys.stderr)
     with worker_process(name, broker.bootstrap, events, workdir) as path:
         result = WorkerResult(**json.loads(path.read_text()))
     log.info("%s: %.0f events/s, %.1f CPU-us/event", name, result.events_per_s,
              result.cpu_us_per_event)
-    return Run(result, cpu_seconds(broker.pid) - broker_cpu)
+    return Run(result, cpu_seconds(broker.pid) - broker_cpu, round_)
 
 
 def median_run(runs: Sequence[Run]) -> Run:
@@ -492,7 +494,7 @@ def mem_total_gib() -> float:
 
 
 def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
-                  produce_s: float, runs: Sequence[Run],
+                  produce_s: float, runs: Sequence[Run], every: Sequence[Run],
                   agreements: dict[str, Agreement]) -> str:
     lines = [
         f"machine: the project's 'python' machine kind (2 cores, 24 GiB as provisioned); "
@@ -528,6 +530,11 @@ def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
                 f"{name:<17} {vigil.events_per_s / other.events_per_s:>8.1f}x "
                 f"{other.cpu_us_per_event / vigil.cpu_us_per_event:>9.1f}x less "
                 f"{vigil.events_per_s_with_startup / other.events_per_s_with_startup:>13.1f}x")
+        if rounds > 1:
+            lines += ["", "Vigil / ... events/s, round by round (neighbours in time share the "
+                          "machine's load):"]
+            lines += [f"{name:<17} " + "  ".join(f"{x:.1f}x" for x in ratios)
+                      for name, ratios in round_ratios(every).items()]
     for name, a in agreements.items():
         verdict = "agree" if not a.differing_count else f"DIFFER in {a.differing_count:,}"
         lines += ["", f"windows emitted: Vigil {a.vigil_windows:,}, {name} {a.quix_windows:,}; "
@@ -535,6 +542,18 @@ def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
         lines += [f"  {d} window {s}: vigil {vm!r}, {name} {qm!r}"
                   for d, s, vm, qm in a.differing]
     return "\n".join(lines)
+
+
+def round_ratios(every: Sequence[Run]) -> dict[str, list[float]]:
+    """Per other engine, Vigil's events/s over its own in each round."""
+    vigil = {r.round: r.result for r in every if r.result.engine == "vigil"}
+    out: dict[str, list[float]] = {}
+    for run in every:
+        mine = vigil.get(run.round)
+        if run.result.engine != "vigil" and mine is not None and run.result.events_per_s:
+            out.setdefault(run.result.engine, []).append(
+                mine.events_per_s / run.result.events_per_s)
+    return out
 
 
 # -------------------------------------------------------------------------------- CLI
@@ -563,8 +582,8 @@ def bench(args: argparse.Namespace) -> int:
                 print(f"producing to {TOPIC} on {broker.bootstrap} ...", file=sys.stderr)
                 produce_s = produce_events(broker.bootstrap, records)
                 del records
-                for _ in range(args.rounds):  # engines take turns, each round
-                    every += [run_worker(name, broker, args.events, workdir)
+                for round_ in range(args.rounds):  # engines take turns, each round
+                    every += [run_worker(name, broker, args.events, workdir, round_)
                               for name in engines]
                 for name in engines:
                     medians.append(median_run([r for r in every if r.result.engine == name]))
@@ -578,15 +597,16 @@ def bench(args: argparse.Namespace) -> int:
     agreements = {name: compare(outputs["vigil"], means)
                   for name, means in outputs.items() if name != "vigil" and "vigil" in outputs}
     print(format_report(info, args.events, args.keys, args.rounds, produce_s, medians,
-                        agreements))
+                        every, agreements))
     if args.json:
         args.json.write_text(json.dumps({
             "machine": info, "events": args.events, "keys": args.keys,
             "partitions": PARTITIONS, "rounds": args.rounds, "produce_seconds": produce_s,
             "results": [{**r.result.as_json(), "broker_cpu_seconds": r.broker_cpu_seconds}
                         for r in medians],
-            "every_round": [{**r.result.as_json(), "broker_cpu_seconds": r.broker_cpu_seconds}
-                            for r in every],
+            "every_round": [{**r.result.as_json(), "broker_cpu_seconds": r.broker_cpu_seconds,
+                             "round": r.round} for r in every],
+            "vigil_over_by_round": round_ratios(every),
             "agreement": {name: asdict(a) for name, a in agreements.items()},
         }, indent=2) + "\n")
     return 2 if any(a.differing_count for a in agreements.values()) else 0
@@ -598,8 +618,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keys", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=1,
                         help="runs of each engine (they take turns); the median is reported")
-    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
-                        help="which jobs to run (default: all three)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=["vigil", "quix"],
+                        help="which jobs to run (default: vigil quix)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument("-v", "--verbose", action="store_true")
     # internal: run one engine's job in this process (the parent starts these)
