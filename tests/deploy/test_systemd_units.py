@@ -130,6 +130,8 @@ def _command_path(parser: argparse.ArgumentParser, args: list[str]) -> tuple[lis
     the first word that names no subcommand (None when every level was found)."""
     found: list[str] = []
     for word in args:
+        if not found and word in ("-v", "-vv", "--verbose"):
+            continue  # `vigil -v COMMAND`: more logging, the only option before a command
         if word.startswith("-"):
             break
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
