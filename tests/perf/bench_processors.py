@@ -64,7 +64,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from bench_broker import Broker, cpu_seconds, machine, running, vigil_broker  # noqa: E402
-from bench_windows import make_events  # noqa: E402
+from bench_windows import make_events, run_baseline  # noqa: E402
 
 log = logging.getLogger("vigil.perf")
 
@@ -185,11 +185,14 @@ def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None
     raise RuntimeError(f"topics {list(names)} have no metadata after create")
 
 
-def encode_events(events: int, keys: int) -> list[tuple[bytes, bytes, int]]:
+Event = tuple[str, int, int, dict[str, Any]]  # device, seq, ts, data
+
+
+def encode_events(events: Sequence[Event]) -> list[tuple[bytes, bytes, int]]:
     """(key, JSON value, timestamp ms) of each event, in production order."""
     return [(device.encode(), orjson.dumps({"device": device, "seq": seq, "ts": ts,
                                             "kind": "bench", "data": data}), ts)
-            for device, seq, ts, data in make_events(events, keys)]
+            for device, seq, ts, data in events]
 
 
 def produce_events(bootstrap: str, records: Sequence[tuple[bytes, bytes, int]]) -> float:
@@ -270,19 +273,30 @@ def quix_means(records: Sequence[tuple[bytes | None, bytes]]) -> WindowMeans:
 
 
 @dataclass(frozen=True)
-class Agreement:
-    vigil_windows: int
-    quix_windows: int
+class Check:
+    """The means of one run (left) against another's or the reference's (right)."""
+
+    name: str
+    left: int  # windows emitted
+    right: int
     both: int
-    differing: list[tuple[str, int, float, float]]  # up to 10 (device, start, vigil, quix)
-    differing_count: int
+    differing_count: int  # windows in both whose means differ
+    differing: list[tuple[str, int, float, float]]  # up to 10: (device, start, left, right)
+    only_left: int
+    only_right: int
+
+    @property
+    def agree(self) -> bool:
+        return not self.differing_count
 
 
-def compare(vigil: WindowMeans, quix: WindowMeans, tolerance: float = 1e-9) -> Agreement:
-    both = vigil.keys() & quix.keys()
-    bad = [(k[0], k[1], vigil[k], quix[k]) for k in sorted(both)
-           if abs(vigil[k] - quix[k]) > tolerance * max(1.0, abs(vigil[k]))]
-    return Agreement(len(vigil), len(quix), len(both), bad[:10], len(bad))
+def compare(name: str, left: WindowMeans, right: WindowMeans,
+            tolerance: float = 1e-9) -> Check:
+    both = left.keys() & right.keys()
+    bad = [(k[0], k[1], left[k], right[k]) for k in sorted(both)
+           if abs(left[k] - right[k]) > tolerance * max(1.0, abs(right[k]))]
+    return Check(name, len(left), len(right), len(both), len(bad), bad[:10],
+                 len(left.keys() - right.keys()), len(right.keys() - left.keys()))
 
 
 # ----------------------------------------------------------------------------- workers
@@ -495,7 +509,7 @@ def mem_total_gib() -> float:
 
 def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
                   produce_s: float, runs: Sequence[Run], every: Sequence[Run],
-                  agreements: dict[str, Agreement]) -> str:
+                  checks: Sequence[Check]) -> str:
     lines = [
         f"machine: the project's 'python' machine kind (2 cores, 24 GiB as provisioned); "
         f"CPU model {info['cpu_model']!r}, os.cpu_count()={info['cores']}, "
@@ -535,12 +549,22 @@ def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
                           "machine's load):"]
             lines += [f"{name:<17} " + "  ".join(f"{x:.1f}x" for x in ratios)
                       for name, ratios in round_ratios(every).items()]
-    for name, a in agreements.items():
-        verdict = "agree" if not a.differing_count else f"DIFFER in {a.differing_count:,}"
-        lines += ["", f"windows emitted: Vigil {a.vigil_windows:,}, {name} {a.quix_windows:,}; "
-                      f"{a.both:,} in both, whose means {verdict}"]
-        lines += [f"  {d} window {s}: vigil {vm!r}, {name} {qm!r}"
-                  for d, s, vm, qm in a.differing]
+    lines += ["", "correctness: each run's means against a plain recomputation from the input "
+                  "(bench_windows.run_baseline), and Vigil's against each Quix run's"]
+    for c in checks:
+        verdict = "agree" if c.agree else f"DIFFER in {c.differing_count:,}"
+        if c.name.startswith("vigil vs"):
+            lines.append(f"  {c.name}: {c.both:,} windows in both, whose means {verdict}")
+        else:
+            lines.append(f"  {c.name}: {c.left:,} windows emitted of {c.right:,}; means {verdict}"
+                         f"; {c.only_right:,} not emitted, {c.only_left:,} not in the input")
+        lines += [f"    {d} window {start}: {left!r} vs {right!r}"
+                  for d, start, left, right in c.differing]
+    if any(c.only_right for c in checks if c.name.startswith("quix")):
+        lines.append("  (Quix closes a window only when a later event of the same key arrives, "
+                     "so the last window of each device stays open)")
+    if not checks_pass(checks):
+        lines.append("  CHECK FAILED")
     return "\n".join(lines)
 
 
@@ -568,7 +592,10 @@ def bench(args: argparse.Namespace) -> int:
     info["mem_gib"] = mem_total_gib()
     engines: list[str] = args.engines
     print(f"encoding {args.events:,} events ...", file=sys.stderr)
-    records = encode_events(args.events, args.keys)
+    events = make_events(args.events, args.keys)
+    reference: WindowMeans = run_baseline(events)  # a plain dict recomputation
+    records = encode_events(events)
+    del events
     every: list[Run] = []
     medians: list[Run] = []
     outputs: dict[str, WindowMeans] = {}
@@ -594,10 +621,11 @@ def bench(args: argparse.Namespace) -> int:
             print(f"bench: {exc}\n{broker.log_tail()}", file=sys.stderr)
             return 1
     info["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    agreements = {name: compare(outputs["vigil"], means)
-                  for name, means in outputs.items() if name != "vigil" and "vigil" in outputs}
+    checks = [compare(name, means, reference) for name, means in outputs.items()]
+    checks += [compare(f"vigil vs {name}", outputs["vigil"], means)
+               for name, means in outputs.items() if name != "vigil" and "vigil" in outputs]
     print(format_report(info, args.events, args.keys, args.rounds, produce_s, medians,
-                        every, agreements))
+                        every, checks))
     if args.json:
         args.json.write_text(json.dumps({
             "machine": info, "events": args.events, "keys": args.keys,
@@ -607,9 +635,16 @@ def bench(args: argparse.Namespace) -> int:
             "every_round": [{**r.result.as_json(), "broker_cpu_seconds": r.broker_cpu_seconds,
                              "round": r.round} for r in every],
             "vigil_over_by_round": round_ratios(every),
-            "agreement": {name: asdict(a) for name, a in agreements.items()},
+            "checks": [asdict(c) for c in checks],
         }, indent=2) + "\n")
-    return 2 if any(a.differing_count for a in agreements.values()) else 0
+    return 0 if checks_pass(checks) else 2
+
+
+def checks_pass(checks: Sequence[Check]) -> bool:
+    """Every mean agrees; no run emitted a window the input does not have; Vigil emitted
+    every window (Quix may miss the windows it could not close)."""
+    return all(c.agree and (c.name.startswith("vigil vs") or not c.only_left)
+               and (c.name != "vigil" or not c.only_right) for c in checks)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
