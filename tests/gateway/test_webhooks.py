@@ -431,3 +431,18 @@ def test_many_deliveries_to_many_receivers_each_arrive_once(db: Database, receiv
         assert all(r.signature_ok for r in got)
         assert len(got) == 21  # one 503, then each of the 20 once
         assert len({r.headers["x-vigil-delivery"] for r in got}) == 20
+
+
+def test_stop_waits_for_the_request_in_flight_and_records_it(db: Database, receiver: Receiver) -> None:
+    hooks = Webhooks(db)
+    hooks.create(receiver.on("/slow-ok", (200, {}, 1.0)), secret=SECRET)
+    dispatcher = Dispatcher(db, FAST, poll_s=0.05, timeout_s=5).start()
+    try:
+        [delivery] = hooks.enqueue(alert())
+        wait_until(lambda: len(receiver.at("/slow-ok")) == 1, 30, "the request to arrive")
+    finally:
+        dispatcher.stop()  # while the receiver is still answering
+    d = hooks.delivery(delivery)
+    assert d is not None and d["status"] == "delivered"
+    assert [(x["status_code"], x["outcome"]) for x in d["log"]] == [(200, "delivered")]
+    assert not any(t.name.startswith("vigil-webhook") for t in threading.enumerate())
