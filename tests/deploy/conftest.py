@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from tests.conftest import ROOT, free_port, start_logged, stop_process, wait_for
 from tests.gateway.conftest import MOSQUITTO, wait_until
 
 VIGIL_CONF = ROOT / "deploy" / "mosquitto" / "vigil.conf"
+ACCEPTED = 0
+REFUSED = {0x86, 0x87}  # MQTT 5: bad user name or password, not authorized
 
 
 def make_ca_and_server_cert(out: Path) -> tuple[Path, Path, Path]:
@@ -198,3 +201,79 @@ def deployed_mosquitto(tmp_path: Path) -> Iterator[DeployedMosquitto]:
         yield m
     finally:
         m.stop()
+
+
+@dataclass
+class Site:
+    mosquitto: DeployedMosquitto
+    passwords: dict[str, str]
+    bridge_password: str
+    clients: list[Client]
+
+    def device(self, device: str, password: str | None = None) -> Client:
+        """``device`` connected over TLS on the devices' listener, checking the server
+        certificate against the site's CA."""
+        c = self.client(device, device, self.passwords[device] if password is None else password)
+        reason = c.connect("localhost", self.mosquitto.tls_port)
+        assert reason == ACCEPTED, f"{device} refused: {reason:#x}\n{self.mosquitto.log()[-2000:]}"
+        return c
+
+    def client(self, client_id: str, username: str | None, password: str | None,
+               tls: bool = True) -> Client:
+        c = Client(client_id, username, password, self.mosquitto.ca if tls else None)
+        self.clients.append(c)
+        return c
+
+    def bridge(self) -> Client:
+        c = self.client(f"bridge-{uuid.uuid4().hex[:6]}", "vigil-bridge", self.bridge_password, tls=False)
+        assert c.connect("127.0.0.1", self.mosquitto.local_port) == ACCEPTED
+        return c
+
+
+@pytest.fixture
+def site(deployed_mosquitto: DeployedMosquitto) -> Iterator[Site]:
+    m = deployed_mosquitto
+    passwords = {d: m.add_device(d) for d in ("truck-7", "truck-8")}
+    bridge_file = m.workdir / "bridge.password"
+    m.vigil("devices", "bridge-user", "vigil-bridge", "--password-out", str(bridge_file))
+    s = Site(m.start(), passwords, bridge_file.read_text().strip(), [])
+    try:
+        yield s
+    finally:
+        for c in s.clients:
+            c.close()
+
+
+def device_toml(device: str, host: str, port: int, outbox: Path, *, rate: float = 10,
+                limit: int | None = None) -> str:
+    """A device config as deploy/INSTALL.md writes it (password and CA in files next to
+    it), with the counter test sensor instead of a GPS."""
+    return f"""\
+[device]
+id = "{device}"
+kind = "vehicle"
+
+[mqtt]
+host = "{host}"
+port = {port}
+username = "{device}"
+password_file = "mqtt.password"
+reconnect_min_s = 0.1
+reconnect_max_s = 1
+[mqtt.tls]
+ca = "ca.crt"
+
+[outbox]
+path = "{outbox}"
+
+[agent]
+sensor_modules = ["tests.edge.counter_sensor"]
+
+[[sensors]]
+name = "count"
+type = "counter"
+rate = {rate}
+{f"limit = {limit}" if limit is not None else ""}
+period_s = 0
+deadband = 0
+"""

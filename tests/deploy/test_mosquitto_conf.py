@@ -8,61 +8,14 @@ import socket
 import ssl
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from edge import wire
 from tests.conftest import ROOT
-from tests.deploy.conftest import Client, DeployedMosquitto, make_ca_and_server_cert
+from tests.deploy.conftest import ACCEPTED, REFUSED, Site, device_toml, make_ca_and_server_cert
 from tests.gateway.conftest import wait_until
-
-ACCEPTED = 0
-REFUSED = {0x86, 0x87}  # MQTT 5: bad user name or password, not authorized
-
-
-@dataclass
-class Site:
-    mosquitto: DeployedMosquitto
-    passwords: dict[str, str]
-    bridge_password: str
-    clients: list[Client]
-
-    def device(self, device: str, password: str | None = None) -> Client:
-        """``device`` connected over TLS on the devices' listener, checking the server
-        certificate against the site's CA."""
-        c = self.client(device, device, self.passwords[device] if password is None else password)
-        reason = c.connect("localhost", self.mosquitto.tls_port)
-        assert reason == ACCEPTED, f"{device} refused: {reason:#x}\n{self.mosquitto.log()[-2000:]}"
-        return c
-
-    def client(self, client_id: str, username: str | None, password: str | None,
-               tls: bool = True) -> Client:
-        c = Client(client_id, username, password, self.mosquitto.ca if tls else None)
-        self.clients.append(c)
-        return c
-
-    def bridge(self) -> Client:
-        c = self.client(f"bridge-{uuid.uuid4().hex[:6]}", "vigil-bridge", self.bridge_password, tls=False)
-        assert c.connect("127.0.0.1", self.mosquitto.local_port) == ACCEPTED
-        return c
-
-
-@pytest.fixture
-def site(deployed_mosquitto: DeployedMosquitto) -> Iterator[Site]:
-    m = deployed_mosquitto
-    passwords = {d: m.add_device(d) for d in ("truck-7", "truck-8")}
-    bridge_file = m.workdir / "bridge.password"
-    m.vigil("devices", "bridge-user", "vigil-bridge", "--password-out", str(bridge_file))
-    s = Site(m.start(), passwords, bridge_file.read_text().strip(), [])
-    try:
-        yield s
-    finally:
-        for c in s.clients:
-            c.close()
 
 
 def test_mosquitto_takes_the_config_without_a_complaint(site: Site) -> None:
@@ -159,30 +112,7 @@ def test_a_device_configured_as_install_md_says_logs_in_with_the_real_agent(site
     (device_dir / "mqtt.password").write_text(site.passwords["truck-7"] + "\n")
     (device_dir / "ca.crt").write_bytes(site.mosquitto.ca.read_bytes())
     config = device_dir / "device.toml"
-    config.write_text(f"""\
-[device]
-id = "truck-7"
-kind = "vehicle"
-
-[mqtt]
-host = "localhost"
-port = {site.mosquitto.tls_port}
-username = "truck-7"
-password_file = "mqtt.password"
-[mqtt.tls]
-ca = "ca.crt"
-
-[outbox]
-path = "{tmp_path / 'outbox.sqlite'}"
-
-[agent]
-sensor_modules = ["tests.edge.counter_sensor"]
-
-[[sensors]]
-name = "count"
-type = "counter"
-rate = 10
-""")
+    config.write_text(device_toml("truck-7", "localhost", site.mosquitto.tls_port, tmp_path / "outbox.sqlite"))
 
     def check() -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "deploy.cli", "edge", "check", "--config", str(config),
