@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -51,6 +52,7 @@ def test_vigil_up_brings_simulated_readings_into_the_log(tmp_path: Path, mqtt_br
                 else:
                     assert m.error().code() == KafkaError._PARTITION_EOF
         consumer.close()
+        states = device_states(f"127.0.0.1:{broker_port}", {"veh-001", "bed-001"}, timeout=60)
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
@@ -60,3 +62,24 @@ def test_vigil_up_brings_simulated_readings_into_the_log(tmp_path: Path, mqtt_br
     for device, seqs in seen.items():
         assert seqs == sorted(seqs), f"{device}: out of order"
     assert "Vigil is up" in log and code == 0
+    # the processors turned the readings into device state
+    assert states["veh-001"]["kind"] == "vehicle" and states["veh-001"]["window"]["count"] > 0, states
+    assert states["bed-001"]["kind"] == "patient" and states["bed-001"]["latest"]["heart_rate"], states
+
+
+def device_states(bootstrap: str, wanted: set[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """The first device-state record of each wanted device."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-state",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe(["device-state"])
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not wanted <= set(found):
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                doc = json.loads(msg.value())
+                found.setdefault(doc["device"], doc)
+    finally:
+        consumer.close()
+    return found
