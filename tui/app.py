@@ -48,9 +48,10 @@ class VigilDash(App[None]):
 
     TITLE = "Vigil"
     CSS = """
-    #status { dock: bottom; height: 1; padding: 0 1; background: $success-darken-2; color: $text; }
+    #panes { height: 1fr; }
+    #status { height: 1; padding: 0 1; background: $success-darken-2; color: $text; }
     #status.-down { background: $error; }
-    #filter { dock: bottom; display: none; }
+    #filter { display: none; }
     #filter.-open { display: block; }
     #cards { grid-size: 2 2; grid-gutter: 1; height: 1fr; padding: 0 1; }
     .card { border: round $primary; padding: 0 1; }
@@ -219,9 +220,7 @@ class VigilDash(App[None]):
             self.open_device(str(event.row_key.value), kind)
 
     def open_device(self, device_id: str, kind: str) -> None:
-        screen = DeviceDetail(device_id, kind)
-        self.push_screen(screen)
-        screen.call_after_refresh(screen.show, self.state)
+        self.push_screen(DeviceDetail(device_id, kind, self.state))
         self._fetch_device_alerts(device_id)
 
     @work(group="fetch")

@@ -146,7 +146,7 @@ class AlertsPane(Vertical):
         Binding("u", "app.alert('unack')", "Unack"),
         Binding("x", "app.alert('resolve')", "Resolve"),
         Binding("s", "app.alert('silence')", "Silence"),
-        Binding("f", "app.cycle_alert_filter", "State filter"),
+        Binding("f", "app.cycle_alert_filter", "States"),
     ]
 
     state_filter = "active"
@@ -206,10 +206,16 @@ class DeviceDetail(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
 
-    def __init__(self, device_id: str, kind: str) -> None:
+    def __init__(self, device_id: str, kind: str, state: DashboardState) -> None:
         super().__init__()
         self.device_id = device_id
         self.kind = kind
+        self.state = state
+        self._ready = False
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.show(self.state)
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-title")
@@ -226,6 +232,8 @@ class DeviceDetail(Screen[None]):
         yield Footer()
 
     def show(self, state: DashboardState) -> None:
+        if not self._ready:  # drawn on mount
+            return
         d = state.devices.get(self.device_id) or {"id": self.device_id}
         self.query_one("#detail-title", Static).update(
             Text.assemble((f"{self.kind} {self.device_id}", "bold"), "  ",
