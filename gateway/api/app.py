@@ -35,6 +35,7 @@ import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -45,7 +46,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from pydantic import AwareDatetime
 
 from gateway.api.auth import Principal, TokenStore, requires
 from gateway.api.errors import ApiError, error_responses, install_error_handlers
@@ -60,6 +60,7 @@ from gateway.api.models import (
     DeviceKind,
     DevicePage,
     Health,
+    IsoTime,
     Severity,
     Silence,
     SilenceCreate,
@@ -108,7 +109,7 @@ def _scoped(scope: str, *errors: int) -> dict[str, Any]:
     """Route keyword arguments: the auth dependency, its scope in the OpenAPI document, and
     the documented error responses."""
     return {"openapi_extra": {"x-required-scope": scope},
-            "responses": error_responses(401, 403, 422, *errors)}
+            "responses": error_responses(400, 401, 403, 422, *errors)}
 
 
 ReadUser = Annotated[Principal, Depends(requires("read"))]
@@ -251,6 +252,7 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
                     "\"message\", \"details\"}}`. Authenticate with `Authorization: Bearer "
                     "<token>` (`vigil tokens create --scope read --name NAME`).",
     )
+    app.router.dependencies.append(Depends(_known_query_parameters))
     app.state.db = the_db
     app.state.tokens = TokenStore(the_db)
     app.state.settings = s
@@ -272,6 +274,27 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
     return app
 
 
+def _known_query_parameters(request: Request) -> None:
+    """Refuse query parameters the route does not know: a misspelt filter (``sevrity=``)
+    must not silently select everything."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise ApiError(422, f"unknown query parameter(s) {', '.join(map(repr, unknown))}; "
+                            f"this route takes {', '.join(sorted(known)) or 'none'}",
+                       code="invalid_request")
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
 def _actor(principal: Principal, body: AckRequest | None) -> str:
     return (body.by if body is not None and body.by else None) or principal.name
 
@@ -281,7 +304,7 @@ def _to_filter(state: list[Status] | None = None, severity: list[Severity] | Non
                device: list[str] | None = None, device_kind: list[DeviceKind] | None = None,
                since: datetime | None = None, until: datetime | None = None) -> AlertFilter:
     if since is not None and until is not None and until <= since:
-        raise ApiError(422, "until must be later than since", code="invalid_request")
+        raise ApiError(400, "until must be later than since")
     return AlertFilter(
         status=tuple(state or ()), severity=tuple(severity or ()), min_severity=min_severity,
         rule=tuple(rule or ()), device=tuple(device or ()), device_kind=tuple(device_kind or ()),
@@ -302,8 +325,8 @@ def _alert_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
         rule: Annotated[list[str] | None, Query(description="rule names or globs (geofence:*)")] = None,
         device: Annotated[list[str] | None, Query(description="device ids or globs")] = None,
         device_kind: Annotated[list[DeviceKind] | None, Query()] = None,
-        since: Annotated[AwareDatetime | None, Query(description=f"last change at or after; {_TIME_DOC}")] = None,
-        until: Annotated[AwareDatetime | None, Query(description=f"last change before; {_TIME_DOC}")] = None,
+        since: Annotated[IsoTime | None, Query(description=f"last change at or after; {_TIME_DOC}")] = None,
+        until: Annotated[IsoTime | None, Query(description=f"last change before; {_TIME_DOC}")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
     ) -> AlertPage:
@@ -454,9 +477,9 @@ def _silence_routes(app: FastAPI, db: AlertDB) -> None:
         elif body.duration_s is not None:
             ends = starts + body.duration_s * 1000
         else:
-            raise ApiError(422, "give ends_at or duration_s")
+            raise ApiError(400, "give ends_at or duration_s")
         if ends <= starts:
-            raise ApiError(422, "ends_at must be later than starts_at")
+            raise ApiError(400, "ends_at must be later than starts_at")
         by = body.by or user.name
         row = db.create_silence(body.rule, body.device, starts, ends, by, body.comment, now)
         return silence_model(row, now)

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gateway.api.models import ErrorBody
 
@@ -22,12 +23,14 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           503: "unavailable"}
 
 _DESCRIPTIONS = {
-    400: "bad request (an invalid cursor or Last-Event-ID)",
+    400: "the request matches the document but its values do not make sense together "
+         "(until before since, a silence that ends before it starts), an opaque value we did "
+         "not give out (cursor, Last-Event-ID), or a body that is not JSON",
     401: "missing, unknown or revoked bearer token",
     403: "the token lacks the scope this route needs",
     404: "no such resource",
     409: "the resource's state does not allow this",
-    422: "invalid parameters or body",
+    422: "the parameters or body do not match the document",
     503: "a dependency (the log cluster, the database) is unavailable",
 }
 
@@ -54,6 +57,19 @@ def _body(status: int, code: str, message: str, details: Any = None,
                           status_code=status, headers=headers)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of the routes this path matches; a literal path (/alerts/ack) beats a
+    template (/alerts/{alert_id})."""
+    path = request.url.path
+    matching = [r for r in request.app.routes
+                if r.matches({"type": "http", "path": path, "method": "\x00"})[0] != Match.NONE]
+    literal = [r for r in matching if getattr(r, "path", None) == path]
+    methods: set[str] = set()
+    for route in literal or matching:
+        methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -62,10 +78,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.url.path}"
+        if exc.status_code == 405:  # FastAPI has a route per method: name them all
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed on {request.url.path} (use {', '.join(allowed)})"
         return _body(exc.status_code, _CODES.get(exc.status_code, "error"), message,
-                     headers=getattr(exc, "headers", None))
+                     headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,10 +6,19 @@ milliseconds since the epoch.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+)
 
 __all__ = [
     "AckRequest",
@@ -25,6 +34,7 @@ __all__ = [
     "ErrorInfo",
     "Health",
     "HistoryEntry",
+    "IsoTime",
     "Silence",
     "SilenceCreate",
     "alert_model",
@@ -33,6 +43,27 @@ __all__ = [
     "ms_to_dt",
     "silence_model",
 ]
+
+def _iso_text(v: Any) -> Any:
+    """Only ISO 8601 text (pydantic would also take a number of seconds)."""
+    if isinstance(v, datetime):
+        return v
+    if not isinstance(v, str) or not _ISO.match(v):
+        raise ValueError("expected an ISO 8601 date-time with a timezone, e.g. 2026-11-25T14:00:00Z")
+    return v
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+"""A timezone-aware ISO 8601 time; naive times and numbers are refused."""
+
+def _json_int(v: Any) -> Any:
+    """A JSON integer (137 or 137.0), not a string or a boolean."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("expected a JSON integer")
+    return v
+
 
 Status = Literal["firing", "acknowledged", "resolved"]
 Severity = Literal["info", "minor", "major", "critical"]
@@ -127,9 +158,9 @@ class BulkAckRequest(AckRequest):
     rule: list[str] = Field(default_factory=list, description="names or globs")
     device: list[str] = Field(default_factory=list, description="ids or globs")
     device_kind: list[DeviceKind] = Field(default_factory=list)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
-    all: bool = Field(False, description="must be true to acknowledge every firing alert (no filter)")
+    since: IsoTime | None = None
+    until: IsoTime | None = None
+    all: StrictBool = Field(False, description="must be true to acknowledge every firing alert (no filter)")
 
 
 class BulkAckResult(BaseModel):
@@ -141,11 +172,17 @@ class SilenceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rule: str = Field("*", min_length=1, max_length=200, description="rule name or glob")
     device: str = Field("*", min_length=1, max_length=200, description="device id or glob")
-    starts_at: AwareDatetime | None = Field(None, description="default: now")
-    ends_at: AwareDatetime | None = Field(None, description="give ends_at or duration_s")
-    duration_s: int | None = Field(None, ge=1, le=366 * 86400)
+    starts_at: IsoTime | None = Field(None, description="default: now")
+    ends_at: IsoTime | None = Field(None, description="give ends_at or duration_s")
+    duration_s: int | None = Field(None, ge=1, le=366 * 86400,
+                                   description="seconds from starts_at (instead of ends_at)")
     comment: str | None = Field(None, max_length=2000)
     by: str | None = Field(None, max_length=200)
+
+    @field_validator("duration_s", mode="before")
+    @classmethod
+    def _json_duration(cls, v: Any) -> Any:
+        return v if v is None else _json_int(v)
 
 
 class Silence(BaseModel):

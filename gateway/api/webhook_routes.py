@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from sqlite_utils import Database
 
 from gateway.api.auth import AdminUser
@@ -46,17 +46,18 @@ class WebhookFilterModel(BaseModel):
 
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1, max_length=2000, description="http:// or https://")
+    url: str = Field(max_length=2000, pattern=r"^https?://[A-Za-z0-9._~-]+(:[0-9]{1,5})?([/?#][\x21-\x7e]*)?$",
+                     description="http:// or https://")
     secret: str | None = Field(None, min_length=16, max_length=500,
                                description="the HMAC key; generated when omitted (shown once)")
     filter: WebhookFilterModel = Field(default_factory=WebhookFilterModel)
-    enabled: bool = True
+    enabled: StrictBool = True
     description: str = Field("", max_length=2000)
 
 
 class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool
+    enabled: StrictBool
 
 
 class Webhook(BaseModel):
@@ -165,13 +166,13 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
     def hooks() -> Any:
         return db.connection()
 
-    @app.get("/webhooks", response_model=list[Webhook], responses=error_responses(401, 403), **scoped)
+    @app.get("/webhooks", response_model=list[Webhook], responses=error_responses(400, 401, 403), **scoped)
     def list_webhooks(_user: AdminUser) -> list[Webhook]:
         with hooks() as conn:
             return [_webhook(s) for s in Webhooks(Database(conn)).list()]
 
     @app.post("/webhooks", response_model=Webhook, status_code=201,
-              responses=error_responses(401, 403, 422), **scoped)
+              responses=error_responses(400, 401, 403, 422), **scoped)
     def create_webhook(_user: AdminUser, body: WebhookCreate) -> Webhook:
         """Subscribe a URL to alert changes. The answer holds the signing secret: keep it."""
         with hooks() as conn:
@@ -184,7 +185,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _webhook(sub, with_secret=True)
 
     @app.get("/webhooks/deliveries/{delivery_id}", response_model=Delivery,
-             responses=error_responses(401, 403, 404), **scoped)
+             responses=error_responses(400, 401, 403, 404), **scoped)
     def get_delivery(_user: AdminUser, delivery_id: str) -> Delivery:
         """One delivery with every attempt: time, status code or error, what was decided."""
         with hooks() as conn:
@@ -194,7 +195,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _delivery(d)
 
     @app.post("/webhooks/deliveries/{delivery_id}/redeliver", response_model=Delivery,
-              responses=error_responses(401, 403, 404, 409), **scoped)
+              responses=error_responses(400, 401, 403, 404, 409), **scoped)
     def redeliver(_user: AdminUser, delivery_id: str) -> Delivery:
         """Send a failed or cancelled delivery again."""
         with hooks() as conn:
@@ -212,7 +213,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _delivery(d)
 
     @app.get("/webhooks/{webhook_id}", response_model=Webhook,
-             responses=error_responses(401, 403, 404), **scoped)
+             responses=error_responses(400, 401, 403, 404), **scoped)
     def get_webhook(_user: AdminUser, webhook_id: str) -> Webhook:
         with hooks() as conn:
             sub = Webhooks(Database(conn)).get(webhook_id)
@@ -221,7 +222,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _webhook(sub)
 
     @app.patch("/webhooks/{webhook_id}", response_model=Webhook,
-               responses=error_responses(401, 403, 404, 422), **scoped)
+               responses=error_responses(400, 401, 403, 404, 422), **scoped)
     def update_webhook(_user: AdminUser, webhook_id: str, body: WebhookUpdate) -> Webhook:
         """Enable or disable (a disabled webhook's pending deliveries wait)."""
         with hooks() as conn:
@@ -232,7 +233,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _webhook(sub)
 
     @app.delete("/webhooks/{webhook_id}", status_code=204,
-                responses=error_responses(401, 403, 404), **scoped)
+                responses=error_responses(400, 401, 403, 404), **scoped)
     def delete_webhook(_user: AdminUser, webhook_id: str) -> Response:
         """Remove a subscription; its pending deliveries are cancelled (the log stays)."""
         with hooks() as conn:
@@ -241,7 +242,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return Response(status_code=204)
 
     @app.get("/webhooks/{webhook_id}/deliveries", response_model=list[Delivery],
-             responses=error_responses(401, 403, 404, 422), **scoped)
+             responses=error_responses(400, 401, 403, 404, 422), **scoped)
     def list_deliveries(
         _user: AdminUser, webhook_id: str,
         status: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None, Query()] = None,
