@@ -77,11 +77,6 @@ def test_alerts(snap_compare: Any) -> None:
     assert snap_compare(replayed(), terminal_size=SIZE, run_before=then("4"))
 
 
-def test_alerts_all_with_search(snap_compare: Any) -> None:
-    assert snap_compare(replayed(), terminal_size=SIZE,
-                        run_before=then("4", "f", "f", "f", "f", "slash", *"truck"))
-
-
 def test_acknowledge_modal(snap_compare: Any) -> None:
     assert snap_compare(replayed(), terminal_size=SIZE,
                         run_before=then("4", "a", *"on my way"))
