@@ -176,6 +176,15 @@ def test_the_environment_file_sets_every_variable_the_service_uses(name: str) ->
         assert u.get("Service", "EnvironmentFile") == "-/etc/vigil/vigil.env"
 
 
+def test_sh_reads_the_environment_file_as_systemd_does() -> None:
+    """vigilctl (deploy/INSTALL.md) sources /etc/vigil/vigil.env with sh: it must mean the
+    same there as in EnvironmentFile=."""
+    done = subprocess.run(["sh", "-c", f"set -a; . {SYSTEMD / 'vigil.env'}; env"], env={},
+                          capture_output=True, text=True, check=True)
+    from_sh = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.startswith("VIGIL_"))
+    assert from_sh == env_file()
+
+
 def test_the_bridge_reaches_mosquitto_on_its_loopback_listener_with_its_metrics_local() -> None:
     argv = unit("vigil-bridge.service").exec_start()
     conf = (ROOT / "deploy" / "mosquitto" / "vigil.conf").read_text()
