@@ -1,11 +1,11 @@
 """The Textual app: ``VigilDash(client, clock=...)``.
 
-Three loops run for the app's life, each waiting on the injected clock (so tests move
+Four loops run for the app's life, each waiting on the injected clock (so tests move
 time by hand):
 
-* the poller: ``GET /devices`` (every page) and ``GET /cluster`` every ``interval``
-  seconds; when the API does not answer it backs off (1, 2, 4 ... 30 s) and the status bar
-  says so and how old the data is;
+* the poller: ``GET /devices`` (every page) every ``interval`` seconds; when the API does
+  not answer it backs off (1, 2, 4 ... 30 s) and the status bar says so and how old the
+  data is; ``GET /cluster`` on a loop of its own (the API may wait seconds for the log);
 * the alert stream: ``GET /alerts`` once, then ``GET /alerts/stream`` with
   ``Last-Event-ID`` so a reconnection misses nothing and repeats nothing;
 * the status ticker, once a second: "data 42 s old".
@@ -15,6 +15,7 @@ Views only draw (``tui.views``); state lives in ``tui.model.DashboardState``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterable
@@ -91,7 +92,8 @@ class VigilDash(App[None]):
         self.clock: Clock = clock or SystemClock()
         self.interval = interval
         self.state = state or DashboardState()
-        self.polls = 0  # completed poll attempts (succeeded or not)
+        self.polls = 0  # completed polls of /devices (succeeded or not)
+        self.cluster_polls = 0  # completed polls of /cluster
         self.stream_connections = 0
         self._fetched_resolved = False
 
@@ -120,6 +122,7 @@ class VigilDash(App[None]):
         box.can_focus = False  # only while open: digits and letters are bindings otherwise
         box.blur()
         self._poll_loop()
+        self._cluster_loop()
         self._stream_loop()
         self._tick_loop()
         self.update_status()
@@ -304,17 +307,13 @@ class VigilDash(App[None]):
 
     @work(group="poll-now")
     async def _poll_now(self) -> None:
-        await self.poll_once()
+        await asyncio.gather(self.poll_once(), self.cluster_once())
 
     async def poll_once(self) -> bool:
-        """One round of ``GET /devices`` and ``GET /cluster``; True if the API answered."""
+        """One round of ``GET /devices`` (every page); True if the API answered."""
         now = self.clock.now()
         try:
             devices = await self.client.devices()
-            try:
-                cluster, cluster_error = await self.client.cluster(), None
-            except ApiError as exc:
-                cluster, cluster_error = None, f"cluster: {exc.message}"
         except Unreachable as exc:
             self.state.poll_failed(now, str(exc))
             ok = False
@@ -323,7 +322,6 @@ class VigilDash(App[None]):
             ok = False
         else:
             changed = self.state.apply_devices(devices)
-            self.state.apply_cluster(cluster, now, cluster_error)
             self.state.poll_ok(now)
             for pane in ("#vehicles-pane", "#patients-pane"):
                 self.query_one(pane, DevicesPane).absorb(self.state, changed)
@@ -332,6 +330,31 @@ class VigilDash(App[None]):
         self.polls += 1
         self.update_status()
         return ok
+
+    async def cluster_once(self) -> bool:
+        """``GET /cluster`` (slow when the log is down: the API waits for it, so it has a
+        loop of its own). A refusal (no log behind the API) is not an outage."""
+        now = self.clock.now()
+        try:
+            self.state.apply_cluster(await self.client.cluster(), now)
+            ok = True
+        except ApiError as exc:
+            self.state.apply_cluster(None, now, f"cluster: {exc.message}")
+            ok = True
+        except Unreachable as exc:
+            self.state.apply_cluster(None, now, f"cluster: {exc}")
+            ok = False
+        self.cluster_polls += 1
+        if self.active_pane in ("overview", "cluster"):
+            self.refresh_active()
+        return ok
+
+    @work(group="cluster", exclusive=True)
+    async def _cluster_loop(self) -> None:
+        failures = 0
+        while True:
+            failures = 0 if await self.cluster_once() else failures + 1
+            await self.clock.sleep(backoff_delay(failures) if failures else self.interval)
 
     @work(group="poller", exclusive=True)
     async def _poll_loop(self) -> None:

@@ -82,9 +82,9 @@ async def test_devices_alerts_and_the_cluster_from_real_topics(
                     {"device": "truck-1", "seq": seq, "ts": T0 + seq, "kind": "gps", "data": {}},
                     partition=seq % 2)
         assert producer.flush(15) == 0
-        polls = app.polls
+        polls = app.cluster_polls
         app.clock.advance(4)
-        await until(pilot, lambda: app.polls > polls, "the next poll")
+        await until(pilot, lambda: app.cluster_polls > polls, "the next poll of /cluster")
         assert app.state.events_per_s() == 5.0
         await pilot.press("1")
         assert str(app.query_one("#events-value", Static).render()) == "5.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui.conftest import T0, Api, Served, dash, until, vehicle
+from tests.tui.conftest import Api, Served, dash, until, vehicle
 from tui.table import KeyedTable
 
 pytestmark = pytest.mark.anyio

@@ -28,10 +28,11 @@ async def all_rounds(pilot: Pilot[Any]) -> None:
     """Three polls, two seconds apart (the recorded rounds), and the alert stream up."""
     app = pilot.app
     assert isinstance(app, VigilDash) and isinstance(app.clock, ManualClock)
-    await until(pilot, lambda: app.polls == 1 and app.state.stream_live, "the first poll")
+    await until(pilot, lambda: app.polls == app.cluster_polls == 1 and app.state.stream_live,
+                "the first poll")
     for n in range(2, ROUNDS + 1):
         app.clock.advance(2)
-        await until(pilot, lambda n=n: app.polls == n, "the next poll")
+        await until(pilot, lambda n=n: app.polls == app.cluster_polls == n, "the next poll")
     await pilot.pause()
 
 
@@ -96,7 +97,7 @@ def test_api_unreachable(snap_compare: Any) -> None:
         rec.down = True
         polls = app.polls
         app.clock.advance(2)
-        await until(pilot, lambda: app.polls > polls, "a failed poll")
+        await until(pilot, lambda: app.polls > polls and app.cluster_polls > polls, "a failed poll")
         app.clock.advance(40)
         await until(pilot, lambda: "data 42 s old" in str(app.query_one("#status").render()),
                     "the staleness")
