@@ -962,11 +962,12 @@ class StoreConsumer:
         stored = self.db.stored_offsets()
         lag: dict[tuple[str, int], int] = {}
         for t, p in assigned:
-            try:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=1, cached=False)
+            try:  # the high watermark of the last fetch response: no request, no wait
+                _low, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
             except Exception:
                 continue
-            lag[(t, p)] = max(0, high - stored.get((t, p), 0))
+            if high >= 0:
+                lag[(t, p)] = max(0, high - stored.get((t, p), 0))
         self.status.lag = lag
 
     @staticmethod

@@ -4,7 +4,6 @@ comes back with nothing lost and nothing doubled."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,14 +11,11 @@ import httpx
 import pytest
 
 from deploy.cli import main
+from gateway.api import TokenStore
+from gateway.store import AlertDB
 from tests.api.conftest import T0, transition, wait_until
 from tests.api.test_store_consumer import Log, create_topics
-from tests.conftest import ROOT, BrokerProcess, free_port, start_logged, stop_process
-
-
-def vigil(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+from tests.conftest import BrokerProcess, free_port, start_logged, stop_process
 
 
 def test_tokens_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,7 +44,9 @@ def test_tokens_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_api_process_survives_sigkill(broker: BrokerProcess, tmp_path: Path) -> None:
     create_topics(broker.bootstrap)
     db = str(tmp_path / "alerts.db")
-    token = vigil("tokens", "--db", db, "create", "--name", "ops", "--scope", "read").stdout.strip()
+    store = AlertDB(db)
+    token, _ = TokenStore(store).create("ops", ["read"])
+    store.close()
     port = free_port()
     argv = [sys.executable, "-m", "deploy.cli", "gateway", "api", "--db", db, "--bootstrap", broker.bootstrap,
             "--listen", f"127.0.0.1:{port}"]
