@@ -127,3 +127,7 @@ def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
