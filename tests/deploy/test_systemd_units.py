@@ -66,6 +66,21 @@ def test_systemd_accepts_the_unit(name: str, tmp_path: Path) -> None:
     assert complaints == [], verify.stderr
 
 
+DEBIAN_MOSQUITTO = Path("/lib/systemd/system/mosquitto.service")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed here")
+@pytest.mark.skipif(not DEBIAN_MOSQUITTO.exists(), reason="Debian's mosquitto.service is not installed here")
+def test_systemd_accepts_the_drop_in_on_debians_mosquitto_unit(tmp_path: Path) -> None:
+    shutil.copyfile(DEBIAN_MOSQUITTO, tmp_path / "mosquitto.service")
+    shutil.copytree(SYSTEMD / "mosquitto.service.d", tmp_path / "mosquitto.service.d")
+    verify = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "mosquitto.service")],
+                            capture_output=True, text=True, check=False)
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    debian = parse_unit(DEBIAN_MOSQUITTO)
+    assert debian.get("Service", "ExecReload"), "vigil-mosquitto-reload relies on its ExecReload (SIGHUP)"
+
+
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed here")
 @pytest.mark.parametrize("name", [*VIGIL_SERVICES, "vigil-backup.service"])
 def test_systemd_rates_the_service_well_sandboxed(name: str, tmp_path: Path) -> None:
