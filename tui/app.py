@@ -40,9 +40,6 @@ log = logging.getLogger("vigil.tui")
 # (pane id, title, key)
 PANES = (("overview", "Overview", "1"), ("vehicles", "Vehicles", "2"), ("patients", "Patients", "3"),
          ("alerts", "Alerts", "4"), ("cluster", "Cluster", "5"))
-_PANE_SELECTORS = {"overview": "OverviewPane", "vehicles": "#vehicles-pane",
-                   "patients": "#patients-pane", "alerts": "#alerts-pane", "cluster": "#cluster-pane"}
-
 
 class VigilDash(App[None]):
     """The terminal dashboard of a Vigil gateway, a client of its HTTP API only."""
@@ -50,8 +47,8 @@ class VigilDash(App[None]):
     TITLE = "Vigil"
     CSS = """
     #panes { height: 1fr; }
-    #status { height: 1; padding: 0 1; background: $success-darken-2; color: $text; }
-    #status.-down { background: $error; }
+    #status, #detail-status { height: 1; padding: 0 1; background: $success-darken-2; color: $text; }
+    #status.-down, #detail-status.-down { background: $error; }
     #filter { display: none; }
     #filter.-open { display: block; }
     #cards { grid-size: 2 2; grid-gutter: 1; height: 1fr; padding: 0 1; }
@@ -64,6 +61,7 @@ class VigilDash(App[None]):
     .section { text-style: bold; margin-top: 1; padding: 0 1; }
     #alerts-filter, #cluster-info { padding: 0 1; color: $text-muted; }
     #detail-title { padding: 0 1; background: $primary-darken-2; }
+    #detail-body { height: 1fr; }
     #detail-info { padding: 1 1 0 1; }
     .spark-row { height: 3; padding: 0 1; }
     .spark-label { width: 22; padding-top: 1; }
@@ -96,29 +94,29 @@ class VigilDash(App[None]):
         self.cluster_polls = 0  # completed polls of /cluster
         self.stream_connections = 0
         self._fetched_resolved = False
+        # the widgets the loops update, held here: a loop finishing while the app shuts
+        # down must not find them gone
+        self.tabs = TabbedContent(initial="overview", id="panes")
+        self.views: dict[str, Any] = {
+            "overview": OverviewPane(), "vehicles": DevicesPane("vehicle", id="vehicles-pane"),
+            "patients": DevicesPane("patient", id="patients-pane"),
+            "alerts": AlertsPane(id="alerts-pane"), "cluster": ClusterPane(id="cluster-pane")}
+        self.filter_box = Input(placeholder="filter rows (Enter keeps it, Esc clears it)", id="filter")
+        self.status_bar = Static("connecting...", id="status")
 
     # --- layout ----------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        with TabbedContent(initial="overview", id="panes"):
+        with self.tabs:
             for pane, title, key in PANES:
                 with TabPane(f"{key} {title}", id=pane):
-                    if pane == "overview":
-                        yield OverviewPane()
-                    elif pane == "vehicles":
-                        yield DevicesPane("vehicle", id="vehicles-pane")
-                    elif pane == "patients":
-                        yield DevicesPane("patient", id="patients-pane")
-                    elif pane == "alerts":
-                        yield AlertsPane(id="alerts-pane")
-                    else:
-                        yield ClusterPane(id="cluster-pane")
-        yield Input(placeholder="filter rows (Enter keeps it, Esc clears it)", id="filter")
-        yield Static("connecting...", id="status")
+                    yield self.views[pane]
+        yield self.filter_box
+        yield self.status_bar
         yield Footer()
 
     def on_mount(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         box.can_focus = False  # only while open: digits and letters are bindings otherwise
         box.blur()
         self._poll_loop()
@@ -144,14 +142,14 @@ class VigilDash(App[None]):
 
     @property
     def active_pane(self) -> str:
-        return self.query_one("#panes", TabbedContent).active
+        return self.tabs.active
 
     def pane_widget(self, pane: str | None = None) -> Any:
         """The view of ``pane`` (the active one by default)."""
-        return self.query_one(_PANE_SELECTORS[pane or self.active_pane])
+        return self.views[pane or self.active_pane]
 
     def action_show_pane(self, pane: str) -> None:
-        self.query_one("#panes", TabbedContent).active = pane
+        self.tabs.active = pane
 
     @on(TabbedContent.TabActivated)
     def _pane_shown(self, _event: TabbedContent.TabActivated) -> None:
@@ -162,6 +160,8 @@ class VigilDash(App[None]):
             self._show_query(w.table)
 
     def refresh_active(self) -> None:
+        if not self.is_running:  # shutting down: a loop finished late
+            return
         w = self.pane_widget()
         w.show(self.state)
         top = self.screen
@@ -175,7 +175,7 @@ class VigilDash(App[None]):
         if not hasattr(w, "table"):
             self.notify("nothing to filter on this screen", severity="warning")
             return
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         box.value = w.table.query_text
         box.add_class("-open")
         box.can_focus = True
@@ -195,14 +195,14 @@ class VigilDash(App[None]):
         self._close_filter()
 
     def on_key(self, event: Any) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         if event.key == "escape" and box.has_focus:
             box.value = ""
             self._close_filter()
             event.stop()
 
     def _close_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.filter_box
         box.remove_class("-open")
         box.can_focus = False
         w = self.pane_widget()
@@ -223,7 +223,8 @@ class VigilDash(App[None]):
             self.open_device(str(event.row_key.value), kind)
 
     def open_device(self, device_id: str, kind: str) -> None:
-        self.push_screen(DeviceDetail(device_id, kind, self.state))
+        self.push_screen(DeviceDetail(device_id, kind, self.state), lambda _: self.update_status())
+        self.call_after_refresh(self.update_status)
         self._fetch_device_alerts(device_id)
 
     @work(group="fetch")
@@ -237,7 +238,7 @@ class VigilDash(App[None]):
         self.refresh_active()
 
     def selected_alert(self) -> dict[str, Any] | None:
-        pane: AlertsPane = self.query_one("#alerts-pane", AlertsPane)
+        pane: AlertsPane = self.views["alerts"]
         key = pane.table.selected_key
         return None if key is None else self.state.alerts.get(key)
 
@@ -278,11 +279,11 @@ class VigilDash(App[None]):
 
     def action_cycle_alert_filter(self) -> None:
         names = list(STATE_FILTERS)
-        pane = self.query_one("#alerts-pane", AlertsPane)
+        pane: AlertsPane = self.views["alerts"]
         self._set_alert_filter(names[(names.index(pane.state_filter) + 1) % len(names)])
 
     def _set_alert_filter(self, name: str) -> None:
-        self.query_one("#alerts-pane", AlertsPane).state_filter = name
+        self.views["alerts"].state_filter = name
         if "resolved" in STATE_FILTERS[name] and not self._fetched_resolved:
             self._fetched_resolved = True
             self._fetch_resolved()
@@ -323,8 +324,8 @@ class VigilDash(App[None]):
         else:
             changed = self.state.apply_devices(devices)
             self.state.poll_ok(now)
-            for pane in ("#vehicles-pane", "#patients-pane"):
-                self.query_one(pane, DevicesPane).absorb(self.state, changed)
+            for pane in ("vehicles", "patients"):
+                self.views[pane].absorb(self.state, changed)
             self.refresh_active()
             ok = True
         self.polls += 1
@@ -402,7 +403,12 @@ class VigilDash(App[None]):
             self.update_status()
 
     def update_status(self) -> None:
+        if not self.is_running:
+            return
         text, ok = self.state.status_line(self.clock.now(), self.client.base_url)
-        bar = self.query_one("#status", Static)
-        bar.update(text)
-        bar.set_class(not ok, "-down")
+        bars = [self.status_bar]
+        if isinstance(self.screen, DeviceDetail):
+            bars += self.screen.query("#detail-status").results(Static)
+        for bar in bars:
+            bar.update(text)
+            bar.set_class(not ok, "-down")

@@ -229,6 +229,7 @@ class DeviceDetail(Screen[None]):
                     yield Static("-", id=f"last-{key}", classes="spark-last")
             yield Label("Alerts", classes="section")
             yield KeyedTable(ALERT_COLUMNS, sort_reverse=True, id="detail-alerts")
+        yield Static("", id="detail-status")
         yield Footer()
 
     def show(self, state: DashboardState) -> None:
