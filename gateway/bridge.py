@@ -238,9 +238,9 @@ class Bridge:
     def _ensure_topics(self) -> None:
         c = self.config
         admin = AdminClient({"bootstrap.servers": c.bootstrap, "socket.connection.setup.timeout.ms": 3000})
-        topics = [NewTopic(t, num_partitions=1, replication_factor=1)
+        topics = [NewTopic(t, num_partitions=-1, replication_factor=-1)
                   for t in (c.telemetry_topic, c.rejected_topic)]
-        topics.append(NewTopic(c.status_topic, num_partitions=1, replication_factor=1,
+        topics.append(NewTopic(c.status_topic, num_partitions=-1, replication_factor=-1,
                                config={"cleanup.policy": "compact"}))
         futures = admin.create_topics(topics, operation_timeout=5, request_timeout=5)
         for topic, fut in futures.items():
