@@ -84,16 +84,17 @@ class VigilDash(App[None]):
     ]
 
     def __init__(self, client: ApiClient, *, clock: Clock | None = None, interval: float = 2.0,
-                 state: DashboardState | None = None) -> None:
+                 state: DashboardState | None = None, telemetry_topic: str = "telemetry") -> None:
         super().__init__()
         self.client = client
         self.clock: Clock = clock or SystemClock()
         self.interval = interval
-        self.state = state or DashboardState()
+        self.state = state or DashboardState(telemetry_topic=telemetry_topic)
         self.polls = 0  # completed polls of /devices (succeeded or not)
         self.cluster_polls = 0  # completed polls of /cluster
         self.stream_connections = 0
         self._fetched_resolved = False
+        self._refresh_pending = False
         # the widgets the loops update, held here: a loop finishing while the app shuts
         # down must not find them gone
         self.tabs = TabbedContent(initial="overview", id="panes")
@@ -159,7 +160,14 @@ class VigilDash(App[None]):
             w.table.focus()
             self._show_query(w.table)
 
+    def _refresh_soon(self) -> None:
+        """Redraw once for a burst of alert changes (one frame's worth), not once each."""
+        if not self._refresh_pending:
+            self._refresh_pending = True
+            self.call_after_refresh(self.refresh_active)
+
     def refresh_active(self) -> None:
+        self._refresh_pending = False
         if not self.is_running:  # shutting down: a loop finished late
             return
         w = self.pane_widget()
@@ -383,7 +391,7 @@ class VigilDash(App[None]):
                 async for ev in self.client.stream(self.state.last_change):
                     failures = 0
                     if self.state.apply_change(ev.id, json.loads(ev.data)):
-                        self.refresh_active()
+                        self._refresh_soon()
                 log.info("the alert stream ended; reconnecting")
             except Unreachable as exc:
                 log.info("alert stream: %s", exc)

@@ -11,12 +11,12 @@ __all__ = ["register", "run_dash"]
 DEFAULT_API = "http://127.0.0.1:8000"
 
 
-def run_dash(api: str, token: str, interval: float = 2.0) -> int:
+def run_dash(api: str, token: str, interval: float = 2.0, telemetry_topic: str = "telemetry") -> int:
     """Run the dashboard in this terminal until the user quits."""
     from tui.app import VigilDash
     from tui.client import ApiClient
 
-    VigilDash(ApiClient(api, token), interval=interval).run()
+    VigilDash(ApiClient(api, token), interval=interval, telemetry_topic=telemetry_topic).run()
     return 0
 
 
@@ -30,7 +30,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         print("vigil dash: --interval must be positive", file=sys.stderr)
         return 2
-    return run_dash(args.api, token, args.interval)
+    return run_dash(args.api, token, args.interval, args.telemetry_topic)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,4 +40,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--token", default=None,
                    help="a bearer token with the read scope (ack to acknowledge); default: $VIGIL_TOKEN")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
+    p.add_argument("--telemetry-topic", default="telemetry",
+                   help="the topic whose growth is events/s on the Overview (default telemetry)")
     p.set_defaults(func=_main)

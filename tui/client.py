@@ -160,16 +160,18 @@ class ApiClient:
         result: dict[str, Any] = await self._request("POST", "/silences", json=body)
         return result
 
-    async def stream(self, last_event_id: int | None) -> AsyncIterator[SseEvent]:
+    async def stream(self, last_event_id: int | None, silence_s: float = 60.0) -> AsyncIterator[SseEvent]:
         """``GET /alerts/stream`` from after ``last_event_id`` (the newest change when None).
-        Ends when the server closes the stream; raises ``Unreachable`` when it breaks."""
+        Ends when the server closes the stream; raises ``Unreachable`` when it breaks or
+        stays silent for ``silence_s`` (the API sends keepalives every 15 s by default, so
+        a silent stream is a dead connection)."""
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         parser = SseParser()
         try:
             async with self._http.stream("GET", "/alerts/stream", headers=headers,
-                                         timeout=httpx.Timeout(10.0, read=None)) as resp:
+                                         timeout=httpx.Timeout(10.0, read=silence_s)) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     if resp.status_code in (502, 503, 504):

@@ -236,6 +236,7 @@ class DashboardState:
     """Everything the screens draw, updated by the poller and the alert stream."""
 
     history: int = 120  # samples kept per device and per overview sparkline
+    max_resolved: int = 2000  # resolved alerts kept (the oldest go first)
     telemetry_topic: str = "telemetry"
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: dict[str, deque[tuple[float, dict[str, float | None]]]] = field(default_factory=dict)
@@ -253,6 +254,7 @@ class DashboardState:
     firing: deque[float] = field(default_factory=deque)
     lags: deque[float] = field(default_factory=deque)
     _telemetry_prev: tuple[float, int] | None = None
+    _resolved: int = 0  # resolved alerts applied since the last pruning (an upper bound)
 
     # --- devices ---------------------------------------------------------------------
 
@@ -304,7 +306,18 @@ class DashboardState:
             if old == alert:
                 return False
         self.alerts[alert["id"]] = alert
+        if alert.get("state") == "resolved":
+            self._resolved += 1
+            if self._resolved > 2 * self.max_resolved:
+                self._prune_resolved()
         return True
+
+    def _prune_resolved(self) -> None:
+        resolved = sorted((a for a in self.alerts.values() if a.get("state") == "resolved"),
+                          key=change_order, reverse=True)
+        for a in resolved[self.max_resolved:]:
+            del self.alerts[a["id"]]
+        self._resolved = min(len(resolved), self.max_resolved)
 
     def apply_change(self, change_id: int | None, data: Mapping[str, Any]) -> bool:
         """One SSE event (a ChangeEvent). Idempotent: a replayed change changes nothing."""

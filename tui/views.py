@@ -151,6 +151,16 @@ class AlertsPane(Vertical):
 
     state_filter = "active"
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._rows: dict[str, tuple[dict[str, Any], tuple[Any, ...]]] = {}  # id: (alert, its row)
+
+    def _row(self, a: dict[str, Any]) -> tuple[Any, ...]:
+        cached = self._rows.get(a["id"])
+        if cached is None or cached[0] is not a:
+            cached = self._rows[a["id"]] = (a, alert_row(a))
+        return cached[1]
+
     def compose(self) -> ComposeResult:
         yield Static("", id="alerts-filter")
         yield KeyedTable(ALERT_COLUMNS, sort_reverse=True, id="alerts-table")
@@ -162,7 +172,9 @@ class AlertsPane(Vertical):
     def show(self, state: DashboardState) -> None:
         states = STATE_FILTERS[self.state_filter]
         shown = {i: a for i, a in state.alerts.items() if a.get("state") in states}
-        rows = {i: alert_row(a) for i, a in shown.items()}
+        rows = {i: self._row(a) for i, a in shown.items()}
+        for gone in self._rows.keys() - state.alerts.keys():
+            del self._rows[gone]
         self.query_one("#alerts-filter", Static).update(
             f"showing {self.state_filter} alerts ({len(rows)}) · f: state filter · /: search · "
             f"a: ack · u: unack · x: resolve · s: silence")

@@ -133,3 +133,12 @@ def test_events_per_second_from_the_log_end_of_telemetry() -> None:
 def test_durations() -> None:
     assert [parse_duration(t) for t in ("90", "90s", "30m", "2h", "1d", "1.5h", "", "x", "0", "-5m")] == [
         90, 90, 1800, 7200, 86400, 5400, None, None, None, None]
+
+
+def test_resolved_alerts_are_bounded_newest_kept() -> None:
+    s = DashboardState(max_resolved=3)
+    s.apply_alert(alert("firing", id="live"))
+    for i in range(10):
+        s.apply_alert(alert("resolved", f"2026-09-21T14:14:{i:02d}Z", id=f"r{i}"))
+    kept = sorted(k for k in s.alerts if k.startswith("r"))
+    assert "live" in s.alerts and len(kept) <= 6 and "r9" in kept and "r0" not in kept
