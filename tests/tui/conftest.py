@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import uvicorn
@@ -19,7 +19,7 @@ from tests.api.conftest import T0, Api, make_api, transition
 from tests.conftest import free_port, wait_for_port
 from tui import ApiClient, ManualClock, VigilDash
 
-__all__ = ["T0", "Api", "Served", "dash", "patient", "status", "transition", "until", "vehicle"]
+__all__ = ["T0", "Api", "Served", "dash", "manual", "patient", "status", "transition", "until", "vehicle"]
 
 START = T0 / 1000 + 5.0  # the manual clock's start: 5 s after the data's T0
 
@@ -27,7 +27,8 @@ START = T0 / 1000 + 5.0  # the manual clock's start: 5 s after the data's T0
 class Served:
     """An app under uvicorn on a loopback port (which a test may stop and start again)."""
 
-    def __init__(self, app: FastAPI, port: int | None = None, lifespan: str = "on") -> None:
+    def __init__(self, app: FastAPI, port: int | None = None,
+                 lifespan: Literal["on", "off"] = "on") -> None:
         self.app = app
         self.port = port or free_port()
         self.lifespan = lifespan  # "off": stopping leaves the app's database open
@@ -74,6 +75,12 @@ def served(api: Api) -> Iterator[Served]:
 
 def dash(url: str, token: str, clock: ManualClock | None = None, interval: float = 2.0) -> VigilDash:
     return VigilDash(ApiClient(url, token), clock=clock or ManualClock(START), interval=interval)
+
+
+def manual(app: VigilDash) -> ManualClock:
+    """The app's clock, which the test moves."""
+    assert isinstance(app.clock, ManualClock)
+    return app.clock
 
 
 async def until(pilot: Pilot[Any], predicate: Callable[[], Any], what: str = "condition",

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from textual.widgets import Input
 
 from gateway.store import alert_id_for
 from tests.tui.conftest import T0, Api, Served, dash, transition, until
 from tui.table import KeyedTable
-from tui.views import ActionModal
+from tui.views import ActionModal, AlertsPane
 
 pytestmark = pytest.mark.anyio
 
@@ -64,7 +65,7 @@ async def test_acknowledge_resolve_and_silence_reach_the_api(api: Api, served: S
         table.move_cursor(row=table.get_row_index(bed))
         await pilot.press("s")
         await until(pilot, lambda: isinstance(app.screen, ActionModal), "the silence modal")
-        duration = app.screen.query_one("#duration")
+        duration = app.screen.query_one("#duration", Input)
         duration.value = "30m"
         await pilot.press(*"night shift", "enter")
 
@@ -78,7 +79,7 @@ async def test_acknowledge_resolve_and_silence_reach_the_api(api: Api, served: S
 
         # the state filter: resolved alerts on request; search with /
         await pilot.press("f", "f", "f")
-        assert app.query_one("#alerts-pane").state_filter == "resolved"
+        assert app.query_one("#alerts-pane", AlertsPane).state_filter == "resolved"
         await until(pilot, lambda: table.shown_keys == [truck], "the resolved alert")
         await pilot.press("f")  # all
         await until(pilot, lambda: table.row_count == 3, "all alerts")

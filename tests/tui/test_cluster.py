@@ -17,7 +17,18 @@ from textual.widgets import Static
 from gateway.store import alert_id_for
 from tests.api.conftest import make_api, wait_until
 from tests.conftest import BrokerProcess
-from tests.tui.conftest import T0, Api, Served, dash, patient, status, transition, until, vehicle
+from tests.tui.conftest import (
+    T0,
+    Api,
+    Served,
+    dash,
+    manual,
+    patient,
+    status,
+    transition,
+    until,
+    vehicle,
+)
 from tui.table import KeyedTable
 
 pytestmark = pytest.mark.anyio
@@ -83,7 +94,7 @@ async def test_devices_alerts_and_the_cluster_from_real_topics(
                     partition=seq % 2)
         assert producer.flush(15) == 0
         polls = app.cluster_polls
-        app.clock.advance(4)
+        manual(app).advance(4)
         await until(pilot, lambda: app.cluster_polls > polls, "the next poll of /cluster")
         assert app.state.events_per_s() == 5.0
         await pilot.press("1")

@@ -4,20 +4,24 @@ alert raised meanwhile shows up once)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from gateway.store import alert_id_for
-from tests.tui.conftest import T0, Api, Served, dash, status, transition, until, vehicle
+from tests.tui.conftest import T0, Api, Served, dash, manual, status, transition, until, vehicle
+from tui import VigilDash
 from tui.table import KeyedTable
 
 pytestmark = pytest.mark.anyio
 
 
-def status_text(app: object) -> str:
-    from textual.widgets import Static
+def grew(app: VigilDash, polls: int) -> bool:
+    return app.polls > polls
 
-    bar = app.query_one("#status", Static)  # type: ignore[attr-defined]
-    return str(bar.render())
+
+def status_text(app: VigilDash) -> str:
+    return str(app.status_bar.render())
 
 
 async def test_unreachable_api_is_reported_with_staleness_then_reconnects(api: Api) -> None:
@@ -37,7 +41,7 @@ async def test_unreachable_api_is_reported_with_staleness_then_reconnects(api: A
             served.stop()
             await until(pilot, lambda: not app.state.stream_live, "the stream to drop")
             polls = app.polls
-            app.clock.advance(2)
+            manual(app).advance(2)
             await until(pilot, lambda: app.polls > polls, "a failed poll")
             assert "✖ API unreachable (connection refused)" in status_text(app)
             assert "data 2 s old" in status_text(app)
@@ -45,9 +49,9 @@ async def test_unreachable_api_is_reported_with_staleness_then_reconnects(api: A
             # it backs off: 1, 2, 4 ... seconds between attempts; the age keeps growing
             for step in (1, 2, 4, 8):
                 polls = app.polls
-                app.clock.advance(step)
-                await until(pilot, lambda p=polls: app.polls > p, "a retry")
-            app.clock.advance(25)
+                manual(app).advance(step)
+                await until(pilot, partial(grew, app, polls), "a retry")
+            manual(app).advance(25)
             await until(pilot, lambda: "data 42 s old" in status_text(app), "the age to show")
             assert app.state.failures >= 5 and "retrying in" in status_text(app)
             # the rows are still there, as they were
@@ -58,7 +62,7 @@ async def test_unreachable_api_is_reported_with_staleness_then_reconnects(api: A
             api.feed(transition("fix_lost", "truck-1", severity="minor", ts=T0 + 5))
             served.start()
             connections = app.stream_connections
-            app.clock.advance(30)
+            manual(app).advance(30)
             await until(pilot, lambda: "● connected" in status_text(app), "the reconnection")
             assert "data 0 s old" in status_text(app)
             await until(pilot, lambda: app.stream_connections > connections, "the stream back")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui.conftest import Api, Served, dash, until, vehicle
+from tests.tui.conftest import Api, Served, dash, manual, until, vehicle
 from tui.table import KeyedTable
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ async def test_ten_thousand_rows_are_patched_not_rebuilt(api: Api, served: Serve
 
         # a quiet tick: nothing changed, nothing is touched
         polls = app.polls
-        app.clock.advance(2)
+        manual(app).advance(2)
         await until(pilot, lambda: app.polls > polls, "a quiet poll", timeout=60)
         assert (table.rows_added, table.rows_removed, table.cells_updated) == (N, 0, 0)
 
@@ -37,7 +37,7 @@ async def test_ten_thousand_rows_are_patched_not_rebuilt(api: Api, served: Serve
         changed = [f"v{i:05d}" for i in range(0, N, 100)]
         api.feed(*(vehicle(d, 20.0, lat=lat(int(d[1:]))) for d in changed), topic="device-state")
         polls = app.polls
-        app.clock.advance(2)
+        manual(app).advance(2)
         await until(pilot, lambda: app.polls > polls, "the next poll", timeout=60)
         assert table.row_count == N
         assert (table.rows_added, table.rows_removed, table.cells_updated) == (N, 0, 100)

@@ -6,6 +6,7 @@ change, and look at the report."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from textual.pilot import Pilot
@@ -24,6 +25,10 @@ def replayed(recorded: Recorded | None = None) -> VigilDash:
     return VigilDash(client, clock=ManualClock(START), interval=2.0)
 
 
+def polled(app: VigilDash, n: int) -> bool:
+    return app.polls == app.cluster_polls == n
+
+
 async def all_rounds(pilot: Pilot[Any]) -> None:
     """Three polls, two seconds apart (the recorded rounds), and the alert stream up."""
     app = pilot.app
@@ -32,7 +37,7 @@ async def all_rounds(pilot: Pilot[Any]) -> None:
                 "the first poll")
     for n in range(2, ROUNDS + 1):
         app.clock.advance(2)
-        await until(pilot, lambda n=n: app.polls == app.cluster_polls == n, "the next poll")
+        await until(pilot, partial(polled, app, n), "the next poll")
     await pilot.pause()
 
 
