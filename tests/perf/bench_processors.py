@@ -25,15 +25,18 @@ The job: a 10-second tumbling mean of ``data.value`` per device, final results o
    cannot close the last window of each key without later events, so it emits fewer.
    ``quix-nochangelog`` (only if asked for with --engines): the same with
    ``use_changelog_topics=False``.
-4. Reads the output topics back and checks that Vigil and each Quix run agree on the mean
-   of every (device, window) that both emitted.
+4. Reads the output topics back and checks each run's means against a plain recomputation
+   from the input (``bench_windows.run_baseline``): Vigil must emit every window, no run a
+   window the input lacks, and Vigil and each Quix run must agree on the mean of every
+   (device, window) that both emitted.
 
 Each worker reports its wall time and CPU (user+sys of its whole process, librdkafka's
 threads included, from getrusage) from its first record until its job is done: outputs
-flushed, offsets committed, consumer closed; "incl. startup" adds connecting, the group join and, for Quix, opening
-its state stores. With --rounds R the engines take turns R times and the median run of
-each is reported. Every process started here is stopped, by PID, before the script exits.
-Exit status 2 if the means differ.
+flushed, offsets committed, consumer closed. "incl. startup" adds connecting, the group
+join and, for Quix, opening its state stores. With --rounds R the engines take turns R
+times; the median run of each is reported, and the Vigil/Quix ratio of each round. Every
+process started here is stopped, by PID, before the script exits. Exit status 2 if a
+correctness check fails.
 """
 
 from __future__ import annotations
