@@ -3,7 +3,8 @@
 It runs what exists: the log broker (with Vigil's topics), an MQTT broker (a system
 Mosquitto if installed, else the embedded one), the gateway bridge, the stream
 processors (rules configured for the simulated town in ``var/processors.toml``), and
-simulated devices through real agents. The API and the dashboard join as they are built.
+simulated devices through real agents, and the HTTP API (with a read+ack token for the
+box's own dashboard); ``--dash`` (``make demo``) runs the dashboard in the terminal too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +85,15 @@ class Child:
             self.proc.wait()
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 class Supervisor:
-    def __init__(self, children: list[Child]) -> None:
+    def __init__(self, children: list[Child], report: Callable[[str], None] = _say) -> None:
         self.children = children
         self.stopping = False
+        self.report = report
 
     def start(self) -> None:
         for child in self.children:
@@ -104,13 +111,13 @@ class Supervisor:
                 if now - child.started_at > 60:
                     delay = 0.5
                 child.next_start = now + delay
-                print(f"vigil up: {child.name} exited with {code}; restarting in {delay:.1f}s "
-                      f"(log: {child.log_path})", file=sys.stderr)
+                self.report(f"vigil up: {child.name} exited with {code}; restarting in {delay:.1f}s "
+                            f"(log: {child.log_path})")
             elif now >= child.next_start:
                 child.restarts += 1
                 child.next_start = 0.0
                 child.start()
-                print(f"vigil up: {child.name} restarted", file=sys.stderr)
+                self.report(f"vigil up: {child.name} restarted")
 
     def stop(self) -> None:
         self.stopping = True
@@ -194,13 +201,32 @@ def provision_simulated_devices(var: Path, vehicles: int, patients: int) -> tupl
     return creds_path, var / "gateway" / "bridge.password"
 
 
+def demo_token(var: Path, python: str, db: Path) -> str:
+    """A read+ack token for the box's own dashboard, made once and kept (mode 0600) in
+    ``var/gateway/demo.token``."""
+    path = var / "gateway" / "demo.token"
+    if path.exists():
+        return path.read_text().strip()
+    done = subprocess.run([python, "-m", "deploy.cli", "tokens", "--db", str(db), "create", "--name", "vigil-up",
+                           "--scope", "read", "--scope", "ack"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not create the dashboard's token: {done.stderr.strip()}")
+    token = done.stdout.strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
 def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int = 5, patients: int = 3,
-       speedup: float = 1.0, mqtt_broker: str = "auto") -> int:
+       speedup: float = 1.0, mqtt_broker: str = "auto", api_port: int = 8000, dash: bool = False) -> int:
     var = var.resolve()
     bootstrap = f"127.0.0.1:{broker_port}"
     mqtt_address = f"127.0.0.1:{mqtt_port}"
     python = sys.executable
     logs = var / "logs"
+    api_url = f"http://127.0.0.1:{api_port}"
+    alerts_db = var / "gateway" / "alerts.db"
     children = [
         Child("broker", [python, "-m", "deploy.cli", "broker", "--listen", bootstrap,
                          "--data-dir", str(var / "broker")], logs / "broker.log"),
@@ -227,12 +253,24 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
         Child("processors", [python, "-m", "deploy.cli", "processors", "--bootstrap", bootstrap,
                              "--config", str(processors_conf(var)), "--instance-id", "vigil-up-processors",
                              "--client-id", "vigil-up-processors"], logs / "processors.log"),
+        Child("api", [python, "-m", "deploy.cli", "gateway", "api", "--db", str(alerts_db), "--bootstrap", bootstrap,
+                      "--listen", f"127.0.0.1:{api_port}"], logs / "api.log"),
         Child("devices", [python, "-m", "deploy.cli", "edge", "simulate", "--vehicles", str(vehicles),
                           "--patients", str(patients), "--speedup", str(speedup), "--mqtt", mqtt_address,
                           "--credentials", str(creds), "--outbox-dir", str(var / "edge-sim")],
               logs / "devices.log"),
     ]
-    sup = Supervisor(children)
+    token = demo_token(var, python, alerts_db)
+    up_log = logs / "up.log"
+
+    def report(message: str) -> None:  # under the dashboard the terminal is not ours
+        if dash:
+            with open(up_log, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+        else:
+            _say(message)
+
+    sup = Supervisor(children, report)
     stop = {"flag": False}
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -252,13 +290,18 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
             print(f"  MQTT broker (embedded)       {mqtt_address}  (install mosquitto for more throughput)")
         print("  gateway bridge               MQTT vigil/+/events -> telemetry, acks to devices")
         print(f"  stream processors            telemetry -> alerts, device-state  (rules: {var / 'processors.toml'})")
+        print(f"  HTTP API                     {api_url}  (docs: {api_url}/docs)")
+        print(f"  read+ack token               {token}  (kept in {var / 'gateway' / 'demo.token'})")
         print(f"  simulated devices            {vehicles} vehicles, {patients} patients (real agents)")
         vigil = Path(python).parent / "vigil"
         cmd = str(vigil) if vigil.exists() else f"{python} -m deploy.cli"
         print("Try, in another terminal:")
         print(f"  {cmd} consume --topic alerts --print-key --bootstrap-server {bootstrap}")
-        print(f"  {cmd} groups list --bootstrap-server {bootstrap}")
+        print(f"  {cmd} dash --api {api_url} --token {token}")
+        print(f"  curl -H 'Authorization: Bearer {token}' {api_url}/alerts")
         print(f"  {cmd} topics describe --bootstrap-server {bootstrap}")
+        if dash:
+            return _with_dashboard(sup, stop, python, api_url, token, up_log)
         print("Press Ctrl-C to stop.", flush=True)
         while not stop["flag"]:
             sup.check()
@@ -266,6 +309,27 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
     finally:
         print("vigil up: stopping", file=sys.stderr)
         sup.stop()
+    return 0
+
+
+def _with_dashboard(sup: Supervisor, stop: dict[str, bool], python: str, api_url: str, token: str,
+                    up_log: Path) -> int:
+    """The dashboard in this terminal while the supervisor keeps the rest running; quitting
+    the dashboard stops everything."""
+    print(f"Starting the dashboard (quit it to stop Vigil; supervisor messages go to {up_log})", flush=True)
+    time.sleep(1.0)
+    dashboard = subprocess.Popen([python, "-m", "deploy.cli", "dash", "--api", api_url, "--token", token])
+    try:
+        while not stop["flag"] and dashboard.poll() is None:
+            sup.check()
+            time.sleep(0.2)
+    finally:
+        if dashboard.poll() is None:
+            dashboard.terminate()
+            try:
+                dashboard.wait(5)
+            except subprocess.TimeoutExpired:
+                dashboard.kill()
     return 0
 
 
@@ -279,8 +343,12 @@ def register(sub: Any) -> None:
     p.add_argument("--speedup", type=float, default=1.0, help="simulated seconds per second (default 1)")
     p.add_argument("--mqtt-broker", choices=["auto", "mosquitto", "embedded"], default="auto",
                    help="Mosquitto if installed (auto, the default), or the embedded one")
+    p.add_argument("--api-port", type=int, default=8000, help="HTTP API port (default 8000)")
+    p.add_argument("--dash", action="store_true",
+                   help="run the terminal dashboard here too; quitting it stops everything (make demo)")
     p.set_defaults(func=lambda args: up(Path(args.var), args.broker_port, args.mqtt_port, args.vehicles,
-                                        args.patients, args.speedup, args.mqtt_broker))
+                                        args.patients, args.speedup, args.mqtt_broker, args.api_port,
+                                        args.dash))
 
 
 if __name__ == "__main__":
