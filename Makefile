@@ -22,6 +22,8 @@ bench: $(STAMP)
 	$(PY) tests/perf/bench_broker.py $(BENCH_ARGS)
 	PYTHONPATH=. $(PY) tests/perf/bench_edge.py
 	PYTHONPATH=. $(PY) tests/perf/bench_gateway.py
+	PYTHONPATH=. $(PY) tests/perf/bench_processors.py
+	PYTHONPATH=. $(PY) tests/perf/bench_rules.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
