@@ -150,6 +150,8 @@ class VigilDash(App[None]):
         return self.views[pane or self.active_pane]
 
     def action_show_pane(self, pane: str) -> None:
+        while isinstance(self.screen, DeviceDetail):  # a screen key leaves the detail view
+            self.pop_screen()
         self.tabs.active = pane
 
     @on(TabbedContent.TabActivated)
@@ -180,7 +182,7 @@ class VigilDash(App[None]):
 
     def action_filter(self) -> None:
         w = self.pane_widget()
-        if not hasattr(w, "table"):
+        if not hasattr(w, "table") or self.screen is not self.filter_box.screen:
             self.notify("nothing to filter on this screen", severity="warning")
             return
         box = self.filter_box

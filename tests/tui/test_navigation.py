@@ -44,3 +44,18 @@ def test_vigil_dash_needs_a_token(monkeypatch: pytest.MonkeyPatch,
     assert "no token: pass --token or set VIGIL_TOKEN" in capsys.readouterr().err
     args = build_parser().parse_args(["dash"])
     assert args.api == "http://127.0.0.1:8000" and args.token is None
+
+
+async def test_a_screen_key_leaves_the_detail_view(api: Api, served: Served) -> None:
+    api.feed(vehicle("truck-1", 10.0), topic="device-state")
+    app = dash(served.url, api.tokens["read"])
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.press("2")
+        table = app.query_one("#vehicle-table", KeyedTable)
+        await until(pilot, lambda: table.row_count == 1, "the row")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DeviceDetail), "the detail view")
+        await pilot.press("slash")  # nothing to filter here: the detail view stays
+        assert isinstance(app.screen, DeviceDetail)
+        await pilot.press("4")
+        assert not isinstance(app.screen, DeviceDetail) and app.active_pane == "alerts"
