@@ -7,7 +7,18 @@ import pytest
 from rich.text import Text
 from textual.widgets import Sparkline
 
-from tests.tui.conftest import T0, Api, Served, dash, manual, patient, status, until, vehicle
+from tests.tui.conftest import (
+    T0,
+    Api,
+    Served,
+    dash,
+    manual,
+    patient,
+    status,
+    transition,
+    until,
+    vehicle,
+)
 from tui.model import cell_text
 from tui.table import KeyedTable
 from tui.views import DeviceDetail
@@ -19,6 +30,9 @@ async def test_vehicle_rows_appear_and_are_patched_in_place(api: Api, served: Se
     api.feed(vehicle("truck-1", 10.0), vehicle("truck-2", 20.0, lat=48.2, lon=11.6),
              topic="device-state")
     api.feed(status("truck-1"), status("truck-2", "offline"), topic="device-status")
+    api.feed(transition("overspeed", "truck-1"), transition("fix_lost", "truck-1", ts=T0 + 1),
+             transition("fix_lost", "truck-1", state="resolved", ts=T0 + 2, started=T0 + 1, revision=1),
+             transition("overspeed", "truck-2", ts=T0 + 3))
     app = dash(served.url, api.tokens["read"])
     async with app.run_test(size=(140, 40)) as pilot:
         await pilot.press("2")
@@ -44,6 +58,10 @@ async def test_vehicle_rows_appear_and_are_patched_in_place(api: Api, served: Se
         await until(pilot, lambda: isinstance(app.screen, DeviceDetail), "the detail view")
         await pilot.pause()
         assert app.screen.query_one("#spark-speed", Sparkline).data == [36.0, 108.0]
+        # its alerts, the resolved one too (fetched for the detail view), not truck-2's
+        mine = app.screen.query_one("#detail-alerts", KeyedTable)
+        await until(pilot, lambda: mine.row_count == 2, "truck-1's two alerts")
+        assert sorted(str(mine.get_cell(k, "state")) for k in mine.shown_keys) == ["firing", "resolved"]
         await pilot.press("escape")
         assert not isinstance(app.screen, DeviceDetail)
 
