@@ -8,8 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from textual._two_way_dict import TwoWayDict  # what DataTable.sort itself rebuilds
 from textual.widgets import DataTable
+
+try:  # what DataTable.sort itself rebuilds: reordering by our own key without touching rows
+    from textual._two_way_dict import TwoWayDict
+except ImportError:  # a Textual without it: sort by the first column instead
+    TwoWayDict = None  # type: ignore[assignment,misc]
 
 from tui.model import Cell, row_matches
 
@@ -86,11 +90,15 @@ class KeyedTable(DataTable[Cell]):
     def _reorder(self) -> None:
         """Put the rows in order without touching them (no row is removed or added)."""
         cursor_key = self.selected_key
-        keys = sorted(self._data, key=lambda rk: (self._order[str(rk.value)], str(rk.value)),
+        if TwoWayDict is None or not hasattr(self, "_row_locations"):
+            self.sort(self.column_spec[0][0], key=lambda v: getattr(v, "plain", v),
                       reverse=self.sort_reverse)
-        self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(keys)})
-        self._update_count += 1
-        self.refresh()
+        else:
+            keys = sorted(self._data, key=lambda rk: (self._order[str(rk.value)], str(rk.value)),
+                          reverse=self.sort_reverse)
+            self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(keys)})
+            self._update_count += 1
+            self.refresh()
         if cursor_key is not None and cursor_key in self._shown:
             self.move_cursor(row=self.get_row_index(cursor_key), animate=False)
 
