@@ -9,6 +9,7 @@ box's own dashboard); ``--dash`` (``make demo``) runs the dashboard in the termi
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import logging
@@ -219,7 +220,8 @@ def demo_token(var: Path, python: str, db: Path) -> str:
 
 
 def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int = 5, patients: int = 3,
-       speedup: float = 1.0, mqtt_broker: str = "auto", api_port: int = 8000, dash: bool = False) -> int:
+       speedup: float = 1.0, mqtt_broker: str = "auto", api_port: int = 8000, dash: bool = False,
+       incidents: bool = True) -> int:
     var = var.resolve()
     bootstrap = f"127.0.0.1:{broker_port}"
     mqtt_address = f"127.0.0.1:{mqtt_port}"
@@ -257,7 +259,8 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
                       "--listen", f"127.0.0.1:{api_port}"], logs / "api.log"),
         Child("devices", [python, "-m", "deploy.cli", "edge", "simulate", "--vehicles", str(vehicles),
                           "--patients", str(patients), "--speedup", str(speedup), "--mqtt", mqtt_address,
-                          "--credentials", str(creds), "--outbox-dir", str(var / "edge-sim")],
+                          "--credentials", str(creds), "--outbox-dir", str(var / "edge-sim"),
+                          *(["--incidents"] if incidents else [])],
               logs / "devices.log"),
     ]
     token = demo_token(var, python, alerts_db)
@@ -346,9 +349,12 @@ def register(sub: Any) -> None:
     p.add_argument("--api-port", type=int, default=8000, help="HTTP API port (default 8000)")
     p.add_argument("--dash", action="store_true",
                    help="run the terminal dashboard here too; quitting it stops everything (make demo)")
+    p.add_argument("--incidents", action=argparse.BooleanOptionalAction, default=True,
+                   help="the simulators script incidents every 5 simulated minutes: a speeding vehicle, a "
+                        "geofence crossing, a deteriorating patient, a probe falling off (default on)")
     p.set_defaults(func=lambda args: up(Path(args.var), args.broker_port, args.mqtt_port, args.vehicles,
                                         args.patients, args.speedup, args.mqtt_broker, args.api_port,
-                                        args.dash))
+                                        args.dash, args.incidents))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def _simulate_agents(args: Any) -> int:
     try:
         credentials = load_credentials(args.credentials)
         sim = Simulation(args.vehicles, args.patients, args.seed, speedup=args.speedup,
-                         traffic=args.traffic, line_noise=args.line_noise)
+                         traffic=args.traffic, line_noise=args.line_noise, incidents=args.incidents)
     except (ValueError, OSError) as exc:
         print(f"vigil edge simulate: {exc}", file=sys.stderr)
         return 1
@@ -89,6 +89,9 @@ def register(sub: Any) -> None:
                    help="drive the vehicles along tracks of a recorded traffic file (t,vehicle,lat,lon,speed,heading)")
     s.add_argument("--line-noise", type=float, default=0.0, metavar="P",
                    help="share of GPS and monitor lines sent with a corrupted byte (default 0)")
+    s.add_argument("--incidents", action="store_true",
+                   help="script incidents (edge/sim/incidents.py): veh-001 speeds, veh-002 cuts through the "
+                        "town centre, bed-001 deteriorates, bed-002's probe falls off; every 5 simulated minutes")
     s.add_argument("--print", action="store_true", dest="print_readings",
                    help="print every reading as a JSON line")
     s.add_argument("--mqtt", metavar="HOST:PORT",

@@ -16,6 +16,14 @@ Profiles:
 
 Either profile may lose its finger probe now and then (10-90 s of ``probe=off``), and
 the patient may press the nurse-call button (more often when unwell).
+
+Scripted incidents (``edge.sim.incidents``; ``PatientModel.create(..., incidents=...)``)
+come on top of either profile: during a ``deteriorating`` episode the signs head for
+``SCRIPTED_DETERIORATION`` (SpO2 ~86 %, respiratory rate ~26/min, heart rate ~115),
+fast (``SCRIPTED_PULL``); the nurse puts the patient on oxygen as usual. When the
+episode is over the signs head back to the baseline, as fast, and the oxygen comes off
+once SpO2 is back where it was on air. During a
+``probe_off`` episode the finger probe is off.
 """
 
 from __future__ import annotations
@@ -24,8 +32,12 @@ import random
 from dataclasses import dataclass, field
 
 from edge.sensors.vitals import Vitals
+from edge.sim.incidents import Incident, active, episode_end
 
-__all__ = ["PatientModel"]
+__all__ = ["SCRIPTED_DETERIORATION", "SCRIPTED_PULL", "PatientModel"]
+
+SCRIPTED_DETERIORATION = {"spo2": 86.0, "rr": 26.0, "hr": 115.0}
+SCRIPTED_PULL = 0.15  # per second: most of the way there in 15 s
 
 
 @dataclass(slots=True)
@@ -36,9 +48,12 @@ class _Sign:
     noise: float  # standard deviation of the walk, per sqrt(second)
     pull: float = 0.02  # how fast it returns to its mean, per second
 
-    def step(self, rng: random.Random, dt: float, progress: float) -> None:
-        mean = self.baseline + (self.worst - self.baseline) * progress
-        self.value += (mean - self.value) * min(1.0, self.pull * dt) + rng.gauss(0.0, self.noise * dt ** 0.5)
+    def step(self, rng: random.Random, dt: float, progress: float, towards: float | None = None,
+             pull: float | None = None) -> None:
+        """Walk ``dt`` seconds; ``towards`` (at ``pull``) overrides the mean, as a script does."""
+        mean = self.baseline + (self.worst - self.baseline) * progress if towards is None else towards
+        pull = self.pull if pull is None else pull
+        self.value += (mean - self.value) * min(1.0, pull * dt) + rng.gauss(0.0, self.noise * dt ** 0.5)
 
 
 @dataclass
@@ -53,9 +68,14 @@ class PatientModel:
     probe_off_until: float = -1.0
     call_until: float = -1.0
     log: list[tuple[float, str]] = field(default_factory=list)
+    incidents: tuple[Incident, ...] = ()  # scripted (edge.sim.incidents), on top of the profile
+    recovering_until: float = -1.0  # after a scripted deterioration: back to the baseline, fast
+    _scripted_oxygen: bool = False  # oxygen was put on during a scripted deterioration
+    _deteriorating: bool = False
 
     @classmethod
-    def create(cls, index: int, seed: int, profile: str | None = None) -> PatientModel:
+    def create(cls, index: int, seed: int, profile: str | None = None,
+               incidents: tuple[Incident, ...] = ()) -> PatientModel:
         rng = random.Random(f"patient:{seed}:{index}")
         if profile is None:
             profile = "deteriorating" if index % 3 == 1 else "stable"
@@ -70,7 +90,8 @@ class PatientModel:
             "sys": _Sign(sys, sys, 88.0, 0.8),
             "dia": _Sign(sys * 0.62, sys * 0.62, 50.0, 0.5),
         }
-        return cls(rng, profile, signs, onset=rng.uniform(120, 480), duration=rng.uniform(900, 1800))
+        return cls(rng, profile, signs, onset=rng.uniform(120, 480), duration=rng.uniform(900, 1800),
+                   incidents=incidents)
 
     @property
     def progress(self) -> float:
@@ -87,13 +108,46 @@ class PatientModel:
             self._substep(h)
             dt -= h
 
+    def _script(self) -> bool:
+        """Apply the scripted incidents at ``t``; whether a deterioration is under way."""
+        t = self.t
+        worse = False
+        for incident in self.incidents:
+            if not active(incident, t):
+                continue
+            if incident.kind == "deteriorating":
+                worse = True
+            elif incident.kind == "probe_off" and not self.probe_off:
+                self.probe_off_until = episode_end(incident, t)
+                self._event("scripted: probe off")
+        if worse and not self._deteriorating:
+            self._event("scripted: deteriorating")
+        elif self._deteriorating and not worse:
+            self._event("scripted: recovering")
+            self.recovering_until = t + 60.0
+        self._deteriorating = worse
+        spo2 = self.signs["spo2"]
+        if self._scripted_oxygen and not worse and spo2.value >= spo2.baseline - 3.0:
+            self._take_off_oxygen()  # back to what it was on air
+        return worse
+
+    def _take_off_oxygen(self) -> None:
+        self.on_oxygen = self._scripted_oxygen = False
+        self.signs["spo2"].baseline -= 3.0
+        self.signs["spo2"].worst -= 3.0
+        self._event("off oxygen")
+
     def _substep(self, h: float) -> None:
         self.t += h
         rng, p = self.rng, self.progress
-        for sign in self.signs.values():
-            sign.step(rng, h, p)
+        worse = self._script() if self.incidents else False
+        fast = worse or self.t < self.recovering_until
+        for name, sign in self.signs.items():
+            towards = SCRIPTED_DETERIORATION.get(name) if worse else None
+            sign.step(rng, h, p, towards, SCRIPTED_PULL if fast and name in SCRIPTED_DETERIORATION else None)
         if not self.on_oxygen and self.signs["spo2"].value < 91.5:
             self.on_oxygen = True
+            self._scripted_oxygen = worse
             self.signs["spo2"].baseline += 3.0
             self.signs["spo2"].worst += 3.0
             self._event("put on oxygen")

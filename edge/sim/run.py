@@ -25,6 +25,10 @@ Two ways to use it:
 Time is simulated: ``SimClock`` runs ``speedup`` times faster than the wall clock
 from ``start`` (default: now); with ``manual=True`` it only moves when told
 (``sim.step(dt)``), which makes a run a pure function of its seed.
+
+``incidents=True`` adds the scripted incidents of ``edge.sim.incidents`` (a speeding
+vehicle, a zone crossing, a deteriorating patient, a probe falling off, every five
+simulated minutes from the start) to the devices the schedule names.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Any
 
 from edge.sensors.base import Reading, Sensor, SensorError
 from edge.sim.devices import SimulatedDevice, SimulatedPatient, SimulatedVehicle
+from edge.sim.incidents import incidents_for
 from edge.sim.patient import PatientModel
 from edge.sim.vehicle import TrackModel, VehicleModel, load_traffic
 
@@ -86,7 +91,7 @@ def _raise_fd_limit(needed: int) -> None:
 class Simulation:
     def __init__(self, vehicles: int = 1, patients: int = 0, seed: int = 1, *, start: float | None = None,
                  speedup: float = 1.0, manual: bool = False, traffic: str | Path | None = None,
-                 tick: float = 0.05, line_noise: float = 0.0) -> None:
+                 tick: float = 0.05, line_noise: float = 0.0, incidents: bool = False) -> None:
         if vehicles < 0 or patients < 0:
             raise ValueError("vehicles and patients must not be negative")
         _raise_fd_limit(64 + FDS_PER_DEVICE * (vehicles + patients))
@@ -102,13 +107,17 @@ class Simulation:
             raise ValueError(f"{traffic} has only {len(tracks)} vehicles")
         try:
             for i in range(vehicles):
-                model: VehicleModel | TrackModel = tracks[i] if tracks else VehicleModel.create(i, seed)
-                self.devices.append(SimulatedVehicle(f"veh-{i + 1:03d}", model, now, self.clock,
+                device_id = f"veh-{i + 1:03d}"
+                scripted = incidents_for(device_id) if incidents else ()
+                model: VehicleModel | TrackModel = tracks[i] if tracks else VehicleModel.create(i, seed, scripted)
+                self.devices.append(SimulatedVehicle(device_id, model, now, self.clock,
                                                      talker="GN" if i % 2 else "GP", obd_timeout=obd_timeout,
                                                      line_noise=line_noise))
             for i in range(patients):
-                self.devices.append(SimulatedPatient(f"bed-{i + 1:03d}", PatientModel.create(i, seed), now,
-                                                     self.clock, line_noise=line_noise))
+                device_id = f"bed-{i + 1:03d}"
+                scripted = incidents_for(device_id) if incidents else ()
+                self.devices.append(SimulatedPatient(device_id, PatientModel.create(i, seed, incidents=scripted),
+                                                     now, self.clock, line_noise=line_noise))
         except BaseException:
             self.close()
             raise
@@ -200,12 +209,13 @@ class Simulation:
 
 def run_simulation(vehicles: int, patients: int, seed: int, on_reading: OnReading, *, speedup: float = 1.0,
                    duration: float | None = None, traffic: str | Path | None = None, start: float | None = None,
-                   stop: threading.Event | None = None, tick: float = 0.05, line_noise: float = 0.0) -> Simulation:
+                   stop: threading.Event | None = None, tick: float = 0.05, line_noise: float = 0.0,
+                   incidents: bool = False) -> Simulation:
     """Run simulated devices through their real drivers, calling ``on_reading(device_id,
     sensor_name, reading)`` for every reading, for ``duration`` simulated seconds (or
     until ``stop`` is set). Returns the (closed) simulation, for its stats and events."""
     sim = Simulation(vehicles, patients, seed, start=start, speedup=speedup, traffic=traffic, tick=tick,
-                     line_noise=line_noise)
+                     line_noise=line_noise, incidents=incidents)
     stop = stop or threading.Event()
     try:
         sim.open_sensors()
@@ -236,7 +246,8 @@ def simulate_cli(args: Any) -> int:
 
     try:
         run_simulation(args.vehicles, args.patients, args.seed, on_reading, speedup=args.speedup,
-                       duration=args.duration, traffic=args.traffic, line_noise=args.line_noise)
+                       duration=args.duration, traffic=args.traffic, line_noise=args.line_noise,
+                       incidents=getattr(args, "incidents", False))
     except KeyboardInterrupt:
         pass
     except (ValueError, OSError) as exc:

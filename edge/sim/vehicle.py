@@ -16,6 +16,15 @@ every time. What it does, and what the rules downstream should notice:
 * GPS fix loss (a tunnel, an urban canyon): 8-30 s without a fix;
 * now and then, the panic button.
 
+Scripted incidents (``edge.sim.incidents``; ``VehicleModel.create(..., incidents=...)``)
+come on top: a ``speeding`` vehicle starts at the beginning of its route and, during
+each episode, drives at ``SCRIPTED_SPEEDING`` times the limit the town enforces where
+it is (``road_limit``: 50 km/h in the town centre, 100 km/h elsewhere, as ``vigil up``
+configures the rules), skipping its stops; a ``town_edge`` vehicle drives ``TOWN_EDGE_ROUTE``, whose
+first leg cuts through the edge of the town centre, and waits at the depot at its end
+until the incident's next cycle. During an incident (and for ``CALM_AFTER_S`` after a
+speeding one) a vehicle neither speeds nor brakes hard at random.
+
 ``TrackModel`` instead follows a recorded track (``load_traffic``: the SUMO motorway
 traffic in ../shared/testdata/vehicles/a10-ring.csv.gz) second by second.
 """
@@ -29,8 +38,11 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["AREAS", "ROUTES", "TOWN_CENTRE", "TOWN_CENTRE_ZONE", "Area", "Leg", "Route", "TrackModel",
-           "VehicleModel", "VehicleState", "distance_m", "load_traffic"]
+from edge.sim.incidents import Incident, active, next_cycle
+
+__all__ = ["AREAS", "CALM_AFTER_S", "OPEN_ROAD_LIMIT_KMH", "ROUTES", "SCRIPTED_SPEEDING", "TOWN_CENTRE",
+           "TOWN_CENTRE_LIMIT_KMH", "TOWN_CENTRE_ZONE", "TOWN_EDGE_ROUTE", "Area", "Leg", "Route", "TrackModel",
+           "VehicleModel", "VehicleState", "distance_m", "load_traffic", "road_limit"]
 
 TOWN_CENTRE = (52.2967, 13.6315)  # lat, lon
 EARTH_M_PER_DEG = 111_320.0
@@ -49,6 +61,11 @@ class Area:
 
 TOWN_CENTRE_ZONE = Area("town-centre", TOWN_CENTRE[0], TOWN_CENTRE[1], 1000.0)
 AREAS = (TOWN_CENTRE_ZONE, Area("depot", TOWN_CENTRE[0] - 0.0270, TOWN_CENTRE[1] - 0.0590, 150.0))
+# the limits the town enforces (what `vigil up` writes for the rules): the legs' own limits are lower
+TOWN_CENTRE_LIMIT_KMH = 50.0
+OPEN_ROAD_LIMIT_KMH = 100.0
+SCRIPTED_SPEEDING = 1.4  # a scripted speeding episode: this share of the enforced limit
+CALM_AFTER_S = 60.0  # no random speeding or hard braking this long after a scripted episode
 
 
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -56,6 +73,11 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * 6_371_000.0 * math.asin(min(1.0, math.sqrt(a)))
+
+
+def road_limit(lat: float, lon: float) -> float:
+    """The speed limit the town enforces at a position, m/s."""
+    return (TOWN_CENTRE_LIMIT_KMH if TOWN_CENTRE_ZONE.contains(lat, lon) else OPEN_ROAD_LIMIT_KMH) / 3.6
 
 
 def _to_latlon(east: float, north: float) -> tuple[float, float]:
@@ -113,6 +135,19 @@ ROUTES: tuple[Route, ...] = (
     )),
 )
 
+# A courier round for the scripted ``town_edge`` incident (not one of ``ROUTES``): the
+# first leg runs 960 m north of the centre, through the edge of the 1 km town-centre zone
+# (in it for the 560 m between x = -280 and x = 280, about 45 s at 50 km/h); the rest
+# stays outside it, back to a delivery stop 15 m outside the zone. A lap takes about 4.5
+# minutes without its stop.
+TOWN_EDGE_ROUTE = Route("town-edge", (-330.0, 960.0), (
+    Leg((700.0, 960.0), 50),
+    Leg((700.0, 1400.0), 70),
+    Leg((-900.0, 1400.0), 70),
+    Leg((-900.0, 960.0), 70),
+    Leg((-330.0, 960.0), 50, "delivery"),
+))
+
 
 @dataclass(frozen=True, slots=True)
 class VehicleState:
@@ -168,15 +203,21 @@ class VehicleModel:
     fix_lost: _Episode = field(default_factory=_Episode)
     panic: _Episode = field(default_factory=_Episode)
     log: list[tuple[float, str]] = field(default_factory=list)  # (t, what happened), for tests and demos
+    incidents: tuple[Incident, ...] = ()  # scripted (edge.sim.incidents), on top of the random episodes
+    calm_until: float = -1.0  # no random speeding or hard braking before
+    _scripted_speeding: bool = False
 
     @classmethod
-    def create(cls, index: int, seed: int) -> VehicleModel:
+    def create(cls, index: int, seed: int, incidents: tuple[Incident, ...] = ()) -> VehicleModel:
         rng = random.Random(f"vehicle:{seed}:{index}")
-        route = ROUTES[index % len(ROUTES)]
-        model = cls(route, rng, driver=rng.uniform(0.85, 1.0))
-        # spread vehicles along their route
+        kinds = {i.kind for i in incidents}
+        route = TOWN_EDGE_ROUTE if "town_edge" in kinds else ROUTES[index % len(ROUTES)]
+        model = cls(route, rng, driver=rng.uniform(0.85, 1.0), incidents=incidents)
+        # spread vehicles along their route; scripted ones start at its beginning
         model.leg = rng.randrange(len(route.legs))
         model.along = rng.uniform(0, 0.8) * model._leg_length()
+        if kinds & {"speeding", "town_edge"}:
+            model.leg, model.along = 0, 0.0
         model.speed = model._limit() * model.driver
         return model
 
@@ -218,9 +259,26 @@ class VehicleModel:
     def _chance(self, per_second: float, h: float) -> bool:
         return self.rng.random() < per_second * h
 
+    def _scripted(self, t: float) -> tuple[bool, bool]:
+        """Whether a scripted speeding episode is under way (its start and end logged), and
+        whether any scripted incident is."""
+        under_way = [i.kind for i in self.incidents if active(i, t)]
+        on = "speeding" in under_way
+        if on and not self._scripted_speeding:
+            self.speeding.until = self.braking.until = -1.0
+            self.stopped_until = min(self.stopped_until, t)  # the driver cuts the stop short
+            self._event("scripted: speeding")
+        elif self._scripted_speeding and not on:
+            self.calm_until = t + CALM_AFTER_S
+            self._event("scripted: speeding over")
+        self._scripted_speeding = on
+        return on, bool(under_way)
+
     def _substep(self, h: float) -> None:
         t = self.t = self.t + h
         rng = self.rng
+        scripted, any_incident = self._scripted(t) if self.incidents else (False, False)
+        calm = any_incident or t < self.calm_until
         if t < self.stopped_until:
             self.speed = 0.0
             return
@@ -235,16 +293,20 @@ class VehicleModel:
         if not self.panic.active(t) and self._chance(1 / 4000, h):
             self.panic.until = t + rng.uniform(1.0, 3.0)
             self._event("panic button")
-        if self.speed > 8 and not self.speeding.active(t) and not self.braking.active(t) and self._chance(1 / 240, h):
+        if (self.speed > 8 and not calm and not self.speeding.active(t) and not self.braking.active(t)
+                and self._chance(1 / 240, h)):
             self.speeding.until = t + rng.uniform(20, 60)
             self._event("speeding")
-        if self.speed > 10 and not self.braking.active(t) and self._chance(1 / 300, h):
+        if self.speed > 10 and not calm and not self.braking.active(t) and self._chance(1 / 300, h):
             self.braking.until = t + rng.uniform(2, 4)
             self.speeding.until = -1
             self._event("hard braking")
         target = limit * (1.35 if self.speeding.active(t) else self.driver)
         remaining = self._leg_length() - self.along
         stop = self.route.legs[self.leg].stop
+        if scripted:
+            lat, lon, _ = self.position()
+            target, stop = SCRIPTED_SPEEDING * road_limit(lat, lon), ""
         if stop and remaining <= self.speed ** 2 / (2 * 2.5) + 3:
             target = 0.0
         if self.braking.active(t):
@@ -261,6 +323,9 @@ class VehicleModel:
             self.along = 0.0
             if stop == "delivery":
                 self.stopped_until = t + rng.uniform(30, 120)
+                for incident in self.incidents:
+                    if incident.kind == "town_edge":  # off again at the next round
+                        self.stopped_until = next_cycle(incident, t)
                 self.ignition, self.door_open = False, True
                 self._event("delivery stop: ignition off, door open")
             elif stop == "light":
