@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -84,8 +85,10 @@ class VigilDash(App[None]):
     ]
 
     def __init__(self, client: ApiClient, *, clock: Clock | None = None, interval: float = 2.0,
-                 state: DashboardState | None = None, telemetry_topic: str = "telemetry") -> None:
+                 state: DashboardState | None = None, telemetry_topic: str = "telemetry",
+                 exit_on_sigterm: bool = False) -> None:
         super().__init__()
+        self.exit_on_sigterm = exit_on_sigterm  # quit cleanly (terminal restored) on SIGTERM
         self.client = client
         self.clock: Clock = clock or SystemClock()
         self.interval = interval
@@ -120,6 +123,8 @@ class VigilDash(App[None]):
         box = self.filter_box
         box.can_focus = False  # only while open: digits and letters are bindings otherwise
         box.blur()
+        if self.exit_on_sigterm:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.exit)
         self._poll_loop()
         self._cluster_loop()
         self._stream_loop()
@@ -127,6 +132,8 @@ class VigilDash(App[None]):
         self.update_status()
 
     async def on_unmount(self) -> None:
+        if self.exit_on_sigterm:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         await self.client.aclose()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:

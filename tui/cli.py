@@ -16,7 +16,8 @@ def run_dash(api: str, token: str, interval: float = 2.0, telemetry_topic: str =
     from tui.app import VigilDash
     from tui.client import ApiClient
 
-    VigilDash(ApiClient(api, token), interval=interval, telemetry_topic=telemetry_topic).run()
+    VigilDash(ApiClient(api, token), interval=interval, telemetry_topic=telemetry_topic,
+              exit_on_sigterm=True).run()
     return 0
 
 
