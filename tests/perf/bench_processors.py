@@ -1,7 +1,8 @@
 """Stream-processing benchmark: Vigil's window engine against Quix Streams, over Kafka.
 
     PYTHONPATH=. .venv/bin/python tests/perf/bench_processors.py [--events 1000000]
-        [--keys 1000] [--rounds 1] [--engines vigil quix [quix-nochangelog]] [--json PATH]
+        [--keys 1000] [--rounds 1] [--engines vigil quix [quix-nochangelog] [plain]]
+        [--json PATH]
 
 The job: a 10-second tumbling mean of ``data.value`` per device, final results only.
 
@@ -24,11 +25,13 @@ The job: a 10-second tumbling mean of ``data.value`` per device, final results o
    close per key (its default). It stops once it has processed N input events. Quix
    cannot close the last window of each key without later events, so it emits fewer.
    ``quix-nochangelog`` (only if asked for with --engines): the same with
-   ``use_changelog_topics=False``.
+   ``use_changelog_topics=False``. ``plain`` (only if asked for): a ceiling, not a
+   processor: the same consumer and orjson into a dict of sums, every mean produced to
+   ``bench-means-plain`` at the end; no watermark, dedup or checkpoints.
 4. Reads the output topics back and checks each run's means against a plain recomputation
-   from the input (``bench_windows.run_baseline``): Vigil must emit every window, no run a
-   window the input lacks, and Vigil and each Quix run must agree on the mean of every
-   (device, window) that both emitted.
+   from the input (``bench_windows.run_baseline``): Vigil (and plain) must emit every
+   window, no run a window the input lacks, and Vigil and each Quix run must agree on the
+   mean of every (device, window) that both emitted.
 
 Each worker reports its wall time and CPU (user+sys of its whole process, librdkafka's
 threads included, from getrusage) from its first record until its job is done: outputs
@@ -75,8 +78,9 @@ TOPIC = "bench-telemetry"
 OUT_VIGIL = "bench-means"
 OUT_QUIX = "bench-means-quix"
 OUT_QUIX_NOCHANGELOG = "bench-means-quix-nochangelog"
+OUT_PLAIN = "bench-means-plain"
 QUIX_OUTPUTS = {"quix": OUT_QUIX, "quix-nochangelog": OUT_QUIX_NOCHANGELOG}
-ENGINES = ("vigil", "quix", "quix-nochangelog")
+ENGINES = ("vigil", "quix", "quix-nochangelog", "plain")
 PARTITIONS = 4
 SIZE_MS = 10_000
 OUT_OF_ORDER_MS = 1_000
@@ -386,6 +390,59 @@ def run_vigil(bootstrap: str, events: int, group: str, state_dir: Path) -> Worke
     return WorkerResult.from_clock("vigil", seen, clock, sent)
 
 
+def run_plain(bootstrap: str, events: int, group: str) -> WorkerResult:
+    """A ceiling, not a processor: the same consumer and orjson, then a dict of sums per
+    (device, window start), every mean produced at the end. No watermark, lateness,
+    dedup or checkpoints."""
+    clock = Clock()
+    clock.start()
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, **CONSUMER_TUNING,
+    })
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", **PRODUCER_TUNING})
+    sums: dict[tuple[str, int], list[float]] = {}
+    loads = orjson.loads
+    consumer.subscribe([TOPIC])
+    try:
+        seen = 0
+        last_progress = time.monotonic()
+        while seen < events:
+            batch = consumer.consume(num_messages=min(BATCH, events - seen), timeout=1.0)
+            if not batch:
+                if time.monotonic() - last_progress > STALL_TIMEOUT:
+                    raise RuntimeError(f"plain worker stalled at {seen}/{events} events")
+                continue
+            clock.first_record()
+            for msg in batch:
+                value = msg.value()
+                if value is None:
+                    raise RuntimeError(f"consume {TOPIC}: {msg.error()}")
+                e = loads(value)
+                ts = e["ts"]
+                wkey = (e["device"], ts - ts % SIZE_MS)
+                acc = sums.get(wkey)
+                if acc is None:
+                    sums[wkey] = [e["data"]["value"], 1]
+                else:
+                    acc[0] += e["data"]["value"]
+                    acc[1] += 1
+            seen += len(batch)
+            last_progress = time.monotonic()
+        for (device, start), (total, n) in sums.items():
+            producer.produce(OUT_PLAIN, orjson.dumps({"device": device, "start": start,
+                                                      "end": start + SIZE_MS,
+                                                      "mean": total / n}), device)
+            producer.poll(0)
+        if producer.flush(STALL_TIMEOUT):
+            raise RuntimeError("plain worker: results undelivered")
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    clock.end()
+    return WorkerResult.from_clock("plain", seen, clock, len(sums))
+
+
 def run_quix(bootstrap: str, events: int, group: str, state_dir: Path,
              changelog: bool = True) -> WorkerResult:
     """The same job in Quix Streams, stopped after `events` input messages. With
@@ -442,6 +499,8 @@ def worker_main(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir)
     if args.worker == "vigil":
         result = run_vigil(args.bootstrap, args.events, group, state_dir)
+    elif args.worker == "plain":
+        result = run_plain(args.bootstrap, args.events, group)
     else:
         result = run_quix(args.bootstrap, args.events, group, state_dir,
                           changelog=args.worker == "quix")
@@ -538,17 +597,17 @@ def format_report(info: dict[str, Any], events: int, keys: int, rounds: int,
     by_name = {run.result.engine: run.result for run in runs}
     vigil = by_name.get("vigil")
     if vigil is not None and len(by_name) > 1:
-        lines += ["", f"{'Vigil / ...':<17} {'events/s':>9} {'CPU/event':>12} "
-                      f"{'incl. startup':>14}"]
+        lines += ["", f"{'Vigil vs ...':<17} {'events/s: Vigil/it':>18} "
+                      f"{'CPU per event: it/Vigil':>24} {'incl. startup: Vigil/it':>24}"]
         for name, other in by_name.items():
             if name == "vigil":
                 continue
             lines.append(
-                f"{name:<17} {vigil.events_per_s / other.events_per_s:>8.1f}x "
-                f"{other.cpu_us_per_event / vigil.cpu_us_per_event:>9.1f}x less "
-                f"{vigil.events_per_s_with_startup / other.events_per_s_with_startup:>13.1f}x")
+                f"{name:<17} {vigil.events_per_s / other.events_per_s:>17.1f}x "
+                f"{other.cpu_us_per_event / vigil.cpu_us_per_event:>23.1f}x "
+                f"{vigil.events_per_s_with_startup / other.events_per_s_with_startup:>23.1f}x")
         if rounds > 1:
-            lines += ["", "Vigil / ... events/s, round by round (neighbours in time share the "
+            lines += ["", "events/s Vigil/it, round by round (neighbours in time share the "
                           "machine's load):"]
             lines += [f"{name:<17} " + "  ".join(f"{x:.1f}x" for x in ratios)
                       for name, ratios in round_ratios(every).items()]
@@ -607,8 +666,8 @@ def bench(args: argparse.Namespace) -> int:
         broker = vigil_broker(workdir)
         try:
             with running(broker):
-                create_topics(broker.bootstrap, [TOPIC, OUT_VIGIL, *QUIX_OUTPUTS.values()],
-                              PARTITIONS)
+                create_topics(broker.bootstrap,
+                              [TOPIC, OUT_VIGIL, OUT_PLAIN, *QUIX_OUTPUTS.values()], PARTITIONS)
                 print(f"producing to {TOPIC} on {broker.bootstrap} ...", file=sys.stderr)
                 produce_s = produce_events(broker.bootstrap, records)
                 del records
@@ -617,8 +676,8 @@ def bench(args: argparse.Namespace) -> int:
                               for name in engines]
                 for name in engines:
                     medians.append(median_run([r for r in every if r.result.engine == name]))
-                    topic = OUT_VIGIL if name == "vigil" else QUIX_OUTPUTS[name]
-                    parse = vigil_means if name == "vigil" else quix_means
+                    topic = {"vigil": OUT_VIGIL, "plain": OUT_PLAIN}.get(name) or QUIX_OUTPUTS[name]
+                    parse = quix_means if name in QUIX_OUTPUTS else vigil_means
                     outputs[name] = parse(read_topic(broker.bootstrap, topic))
         except (RuntimeError, KafkaException) as exc:
             print(f"bench: {exc}\n{broker.log_tail()}", file=sys.stderr)
@@ -626,7 +685,7 @@ def bench(args: argparse.Namespace) -> int:
     info["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     checks = [compare(name, means, reference) for name, means in outputs.items()]
     checks += [compare(f"vigil vs {name}", outputs["vigil"], means)
-               for name, means in outputs.items() if name != "vigil" and "vigil" in outputs]
+               for name, means in outputs.items() if name in QUIX_OUTPUTS and "vigil" in outputs]
     print(format_report(info, args.events, args.keys, args.rounds, produce_s, medians,
                         every, checks))
     if args.json:
@@ -647,7 +706,7 @@ def checks_pass(checks: Sequence[Check]) -> bool:
     """Every mean agrees; no run emitted a window the input does not have; Vigil emitted
     every window (Quix may miss the windows it could not close)."""
     return all(c.agree and (c.name.startswith("vigil vs") or not c.only_left)
-               and (c.name != "vigil" or not c.only_right) for c in checks)
+               and (c.name not in ("vigil", "plain") or not c.only_right) for c in checks)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
