@@ -23,7 +23,10 @@ come on top of either profile: during a ``deteriorating`` episode the signs head
 fast (``SCRIPTED_PULL``); the nurse puts the patient on oxygen as usual. When the
 episode is over the signs head back to the baseline, as fast, and the oxygen comes off
 once SpO2 is back where it was on air. During a
-``probe_off`` episode the finger probe is off.
+``probe_off`` episode the finger probe is off, and the patient, restless, breathes
+faster (towards ``RESTLESS_RR``, slowly): what the monitor sends keeps changing, so an
+agent that reports changes (``edge.sampling``) keeps reporting the probe off, and the
+rules see it off for long enough.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from dataclasses import dataclass, field
 from edge.sensors.vitals import Vitals
 from edge.sim.incidents import Incident, active, episode_end
 
-__all__ = ["SCRIPTED_DETERIORATION", "SCRIPTED_PULL", "PatientModel"]
+__all__ = ["RESTLESS_RR", "SCRIPTED_DETERIORATION", "SCRIPTED_PULL", "PatientModel"]
 
 SCRIPTED_DETERIORATION = {"spo2": 86.0, "rr": 26.0, "hr": 115.0}
 SCRIPTED_PULL = 0.15  # per second: most of the way there in 15 s
+RESTLESS_RR = 24.0  # breaths/min while the probe is scripted off: 17 after ~5 s, 19 after ~12, 21 after ~21
+RESTLESS_PULL = 0.05
 
 
 @dataclass(slots=True)
@@ -108,18 +113,21 @@ class PatientModel:
             self._substep(h)
             dt -= h
 
-    def _script(self) -> bool:
-        """Apply the scripted incidents at ``t``; whether a deterioration is under way."""
+    def _script(self) -> tuple[bool, bool]:
+        """Apply the scripted incidents at ``t``: whether a deterioration is under way, and
+        whether the probe is scripted off."""
         t = self.t
-        worse = False
+        worse = restless = False
         for incident in self.incidents:
             if not active(incident, t):
                 continue
             if incident.kind == "deteriorating":
                 worse = True
-            elif incident.kind == "probe_off" and not self.probe_off:
-                self.probe_off_until = episode_end(incident, t)
-                self._event("scripted: probe off")
+            elif incident.kind == "probe_off":
+                restless = True
+                if not self.probe_off:
+                    self.probe_off_until = episode_end(incident, t)
+                    self._event("scripted: probe off")
         if worse and not self._deteriorating:
             self._event("scripted: deteriorating")
         elif self._deteriorating and not worse:
@@ -129,7 +137,7 @@ class PatientModel:
         spo2 = self.signs["spo2"]
         if self._scripted_oxygen and not worse and spo2.value >= spo2.baseline - 3.0:
             self._take_off_oxygen()  # back to what it was on air
-        return worse
+        return worse, restless
 
     def _take_off_oxygen(self) -> None:
         self.on_oxygen = self._scripted_oxygen = False
@@ -140,11 +148,15 @@ class PatientModel:
     def _substep(self, h: float) -> None:
         self.t += h
         rng, p = self.rng, self.progress
-        worse = self._script() if self.incidents else False
+        worse, restless = self._script() if self.incidents else (False, False)
         fast = worse or self.t < self.recovering_until
         for name, sign in self.signs.items():
-            towards = SCRIPTED_DETERIORATION.get(name) if worse else None
-            sign.step(rng, h, p, towards, SCRIPTED_PULL if fast and name in SCRIPTED_DETERIORATION else None)
+            if worse and name in SCRIPTED_DETERIORATION:
+                sign.step(rng, h, p, SCRIPTED_DETERIORATION[name], SCRIPTED_PULL)
+            elif restless and name == "rr" and not worse:
+                sign.step(rng, h, p, max(RESTLESS_RR, sign.value), RESTLESS_PULL)
+            else:
+                sign.step(rng, h, p, None, SCRIPTED_PULL if fast and name in SCRIPTED_DETERIORATION else None)
         if not self.on_oxygen and self.signs["spo2"].value < 91.5:
             self.on_oxygen = True
             self._scripted_oxygen = worse
