@@ -227,9 +227,10 @@ class AlertFilter:
         one_of("rule", self.rule)
         one_of("subject", self.device)
         one_of("device_kind", self.device_kind)
-        if self.min_severity is not None:
-            clauses.append("severity_rank >= ?")
-            params.append(_SEVERITY_RANK[self.min_severity])
+        if self.min_severity is not None:  # as a list: the (severity, last_change) index serves it
+            at_least = SEVERITIES[_SEVERITY_RANK[self.min_severity]:]
+            clauses.append(f"severity IN ({', '.join('?' * len(at_least))})")
+            params.extend(at_least)
         if self.since is not None:
             clauses.append("last_change >= ?")
             params.append(self.since)
@@ -408,7 +409,7 @@ class AlertDB:
         a = db.table("alerts")
         a.create_index(["fingerprint"], unique=True)
         a.create_index(["last_change", "id"])
-        for col in ("status", "severity", "rule", "subject", "device_kind", "severity_rank"):
+        for col in ("status", "severity", "rule", "subject", "device_kind"):
             a.create_index([col, "last_change", "id"])
         a.create_index(["silence_id"])
         db.execute("""CREATE TABLE history (
@@ -701,6 +702,11 @@ def _status(row: dict[str, Any]) -> str:
     return "acknowledged" if row.get("acknowledged_at") is not None else "firing"
 
 
+_UPSERT_ALERT = (
+    f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)}) VALUES ({', '.join(':' + c for c in _ALERT_COLUMNS)}) "
+    f"ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _ALERT_COLUMNS[1:])}")
+
+
 def _save(conn: sqlite3.Connection, row: dict[str, Any], kind: str | None, source: str, at: int,
           *, actor: str | None = None, comment: str | None = None, started: int | None = None,
           revision: int | None = None, silenced: bool | None = None) -> int:
@@ -712,9 +718,7 @@ def _save(conn: sqlite3.Connection, row: dict[str, Any], kind: str | None, sourc
         row["last_change"] = max(row["last_change"], at)
     stored = {c: row.get(c) for c in _ALERT_COLUMNS}
     stored["details"] = orjson.dumps(row["details"], option=orjson.OPT_SORT_KEYS).decode()
-    conn.execute(
-        f"INSERT OR REPLACE INTO alerts ({', '.join(_ALERT_COLUMNS)}) "
-        f"VALUES ({', '.join(':' + c for c in _ALERT_COLUMNS)})", stored)
+    conn.execute(_UPSERT_ALERT, stored)
     if kind is None:
         return 0
     snapshot = dict(row)
@@ -730,12 +734,15 @@ def _save(conn: sqlite3.Connection, row: dict[str, Any], kind: str | None, sourc
 def _apply_transition(conn: sqlite3.Connection, t: Transition, silences: list[dict[str, Any]]) -> list[int]:
     """Fold one transition into the alert row; returns the change numbers written (none
     for a duplicate)."""
-    if conn.execute("SELECT 1 FROM history WHERE source = 'log' AND fingerprint = ? AND started = ? "
-                    "AND revision = ?", (t.fingerprint, t.started, t.revision)).fetchone():
-        return []
     r = conn.execute("SELECT * FROM alerts WHERE fingerprint = ?", (t.fingerprint,)).fetchone()
     cur = _row(r) if r else None
-    if cur is not None and (t.started, t.revision) < (cur["started"], cur["revision"]):
+    # The row's (started, revision) is the newest transition applied to it: the same is a
+    # duplicate; an older one is a duplicate if the history has it.
+    if cur is not None and (t.started, t.revision) <= (cur["started"], cur["revision"]):
+        if (t.started, t.revision) == (cur["started"], cur["revision"]) or conn.execute(
+                "SELECT 1 FROM history WHERE source = 'log' AND fingerprint = ? AND started = ? "
+                "AND revision = ?", (t.fingerprint, t.started, t.revision)).fetchone():
+            return []
         # an older transition (replayed by a processor): history only
         return [_save(conn, cur, t.state, "log", t.ts, started=t.started, revision=t.revision)]
     ids: list[int] = []
@@ -898,7 +905,7 @@ class StoreConsumer:
             "bootstrap.servers": self.bootstrap, "group.id": self.group,
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest", "socket.connection.setup.timeout.ms": 3000,
-            "topic.metadata.refresh.interval.ms": 5000,
+            "topic.metadata.refresh.interval.ms": 5000, "fetch.wait.max.ms": 100,
         })
         self.status.running = True
         assigned: set[tuple[str, int]] = set()
@@ -919,7 +926,11 @@ class StoreConsumer:
                 if not assigned:
                     self._stop.wait(0.2)
                     continue
-                msgs = consumer.consume(self.batch, 0.2)
+                # wait for one record, then take what else is already here: low latency
+                # when quiet, big transactions under load
+                msgs = consumer.consume(1, 0.2)
+                if msgs:
+                    msgs += consumer.consume(self.batch - 1, 0)
                 records: list[LogRecord] = []
                 for m in msgs:
                     err = m.error()
