@@ -18,7 +18,6 @@ which also writes it into the OpenAPI document as ``x-required-scope``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -30,7 +29,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -71,7 +69,8 @@ from gateway.api.models import (
     history_model,
     silence_model,
 )
-from gateway.api.webhook_routes import change_event, install_webhooks
+from gateway.api.sse import ChangeFeed, stream_changes
+from gateway.api.webhook_routes import install_webhooks
 from gateway.store import (
     AlertDB,
     AlertFilter,
@@ -99,6 +98,7 @@ class ApiSettings:
     topics: StoreTopics = field(default_factory=StoreTopics)
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are given
     keepalive_s: float = 15.0  # SSE keepalive comments
+    sse_window: int = 10_000  # changes kept in memory for the streams (older ones: from the file)
     cluster_timeout_s: float = 5.0
     run_webhooks: bool = True  # send webhook deliveries from this process (while it serves)
 
@@ -237,6 +237,7 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
         try:
             yield
         finally:
+            await app.state.feed.close()
             if consumer is not None:
                 consumer.stop()
             if dispatcher is not None and wake is not None:
@@ -258,6 +259,7 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
     app.state.settings = s
     app.state.consumer = None
     app.state.dispatcher = None
+    app.state.feed = ChangeFeed(the_db, s.sse_window)
     app.state.metrics = _Metrics(app)
     install_error_handlers(app)
     if s.cors_origins:
@@ -385,8 +387,9 @@ def _alert_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
             start = db.last_change_id()
         flt = _to_filter(None, severity, None, rule, device, device_kind)
         metrics: _Metrics = app.state.metrics
+        body = stream_changes(app.state.feed, start, flt, s.keepalive_s, metrics.sse_events.inc)
         return StreamingResponse(
-            _sse(db, start, flt, s.keepalive_s, metrics), media_type="text/event-stream",
+            _counted(body, metrics), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"], **_scoped("read", 404))
@@ -420,42 +423,13 @@ def _found(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         raise ApiError(404, str(exc)) from exc
 
 
-async def _sse(db: AlertDB, after: int, flt: AlertFilter, keepalive: float,
-               metrics: _Metrics) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-
-    def notified(_last: int) -> None:
-        loop.call_soon_threadsafe(wake.set)
-
-    token = db.notifier.subscribe(notified)
+async def _counted(body: AsyncIterator[bytes], metrics: _Metrics) -> AsyncIterator[bytes]:
     metrics.sse_clients.inc()
     try:
-        yield b"retry: 2000\n: connected\n\n"
-        while True:
-            wake.clear()  # before reading: a commit after this point wakes us again
-            changes = await anyio.to_thread.run_sync(db.changes_after, after, 500)
-            out = []
-            for h in changes:
-                after = h["id"]
-                snapshot = h["alert"]
-                if not flt.matches(snapshot):
-                    continue
-                event = change_event(h)
-                out.append(b"id: %d\nevent: %s\ndata: %s\n\n"
-                           % (h["id"], h["kind"].encode(), event.model_dump_json().encode()))
-            if out:
-                metrics.sse_events.inc(len(out))
-                yield b"".join(out)
-            if len(changes) == 500:
-                continue
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=keepalive)
-            except TimeoutError:
-                yield b": keepalive\n\n"
+        async for chunk in body:
+            yield chunk
     finally:
         metrics.sse_clients.dec()
-        db.notifier.unsubscribe(token)
 
 
 def _silence_routes(app: FastAPI, db: AlertDB) -> None:

@@ -93,8 +93,19 @@ def test_resume_after_a_dropped_connection(served: tuple[Api, Server]) -> None:
             assert r.status_code == 400 and "Last-Event-ID" in r.json()["error"]["message"]
 
 
-def test_reconnecting_readers_see_every_change_exactly_once_under_writes(served: tuple[Api, Server]) -> None:
-    api, server = served
+@pytest.mark.parametrize("window", [10_000, 16])
+def test_reconnecting_readers_see_every_change_exactly_once_under_writes(tmp_path: Path, window: int) -> None:
+    """With a small in-memory window the readers also fall behind it and catch up from the
+    file."""
+    api = make_api(tmp_path, keepalive_s=0.3, sse_window=window)
+    with Server(api.app) as server:
+        try:
+            _read_while_writing(api, server)
+        finally:
+            api.db.close()
+
+
+def _read_while_writing(api: Api, server: Server) -> None:
     total = 300
 
     def write() -> None:
