@@ -262,12 +262,20 @@ def test_sigkill_at_random_moments_changes_no_result(tmp_path: Path, broker: Bro
     ends = fill(broker.bootstrap, records)
     run = Processors(tmp_path, broker.bootstrap, "crashy", CONFIG.format(lat=zone[0], lon=zone[1]))
     rng = random.Random()
+    total = sum(ends.values())
+    # Kill it as it passes random points of the input (seen through its commits, which
+    # follow each checkpoint), a random moment after each, however fast it runs.
+    marks = sorted(rng.uniform(0.05, 0.9) for _ in range(4))
     kills = 0
     proc = run.start("p1")
-    while kills < 4:
-        time.sleep(rng.uniform(1.0, 3.0))
+    deadline = time.monotonic() + 120
+    for mark in marks:
+        while sum(o for o in committed(broker.bootstrap, "crashy").values() if o > 0) < mark * total:
+            assert time.monotonic() < deadline and proc.poll() is None, run.log("p1")[-3000:]
+            time.sleep(0.02)
         if committed(broker.bootstrap, "crashy") == ends:
-            break  # it finished before the next kill
+            break  # it finished meanwhile
+        time.sleep(rng.uniform(0, 0.3))
         proc.kill()
         proc.wait(10)
         kills += 1
