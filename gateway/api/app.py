@@ -297,8 +297,13 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def _actor(principal: Principal, body: AckRequest | None) -> str:
-    return (body.by if body is not None and body.by else None) or principal.name
+def _actor(principal: Principal, body: AckRequest | SilenceCreate | None) -> str:
+    """Who acted: ``by`` from the body (a shared pager token acts for many people), and
+    the token it came through when that is another name (the audit trail keeps both)."""
+    by = body.by.strip() if body is not None and body.by else ""
+    if not by or by == principal.name:
+        return principal.name
+    return f"{by} (token {principal.name})"
 
 
 def _to_filter(state: list[Status] | None = None, severity: list[Severity] | None = None,
@@ -454,8 +459,7 @@ def _silence_routes(app: FastAPI, db: AlertDB) -> None:
             raise ApiError(400, "give ends_at or duration_s")
         if ends <= starts:
             raise ApiError(400, "ends_at must be later than starts_at")
-        by = body.by or user.name
-        row = db.create_silence(body.rule, body.device, starts, ends, by, body.comment, now)
+        row = db.create_silence(body.rule, body.device, starts, ends, _actor(user, body), body.comment, now)
         return silence_model(row, now)
 
     @app.delete("/silences/{silence_id}", status_code=204, tags=["silences"], **_scoped("ack", 404))

@@ -110,7 +110,7 @@ async def test_ack_lifecycle(api: Api, client: httpx.AsyncClient) -> None:
     r = await client.post(f"/alerts/{aid}/ack", json={"by": "nurse-ann", "comment": "on my way"})
     assert r.status_code == 200
     assert r.json()["state"] == "acknowledged"
-    assert r.json()["acknowledged"]["by"] == "nurse-ann"
+    assert r.json()["acknowledged"]["by"] == "nurse-ann (token admin)"  # the audit keeps both
     assert r.json()["acknowledged"]["comment"] == "on my way"
     assert await ids(client, state="acknowledged") == ["news2|bed-4"]
 
@@ -140,7 +140,7 @@ async def test_ack_lifecycle(api: Api, client: httpx.AsyncClient) -> None:
     assert [h["kind"] for h in history] == ["fired", "acknowledged", "updated", "unacknowledged", "updated",
                                             "acknowledged", "unacknowledged", "resolved"]
     assert history[3]["source"] == "escalation" and "major to critical" in history[3]["comment"]
-    assert history[1]["actor"] == "nurse-ann"
+    assert history[1]["actor"] == "nurse-ann (token admin)"
     assert [h["change"] for h in history] == sorted(h["change"] for h in history)
 
     # a new episode of the same condition starts unacknowledged
