@@ -297,18 +297,25 @@ class ProcessorService:
         topics = self.config.topics
         admin = AdminClient({"bootstrap.servers": self.config.bootstrap, **self.config.client})
         deadline = time.monotonic() + 60
-        while True:
+        warned = 0.0
+        while True:  # the log may still be starting, and the bridge creates telemetry
             try:
                 meta = admin.list_topics(timeout=5)
-                break
             except KafkaException as exc:
                 if time.monotonic() > deadline:
                     raise ProcessorsFailed(f"cannot reach the log at {self.config.bootstrap}: {exc}") from None
                 log.warning("waiting for the log at %s", self.config.bootstrap)
-        source = meta.topics.get(topics.telemetry)
-        if source is None or source.error is not None:
-            raise ProcessorsFailed(f"topic {topics.telemetry!r} does not exist; create it (the gateway "
-                                   f"bridge does) or name another in [topics] telemetry")
+                continue
+            source = meta.topics.get(topics.telemetry)
+            if source is not None and source.error is None and source.partitions:
+                break
+            if self._stop.is_set():
+                raise ProcessorsFailed("stopped while waiting for the input topic")
+            if time.monotonic() - warned > 10:
+                warned = time.monotonic()
+                log.warning("waiting for topic %r to exist (the gateway bridge creates it; or name "
+                            "another in [topics] telemetry)", topics.telemetry)
+            time.sleep(0.5)
         partitions = len(source.partitions)
         wanted = [
             NewTopic(topics.alerts, num_partitions=partitions, replication_factor=-1),
