@@ -941,7 +941,7 @@ class StoreConsumer:
                         continue
                     records.append(LogRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
                 if records:
-                    self.db.ingest(records, self.topics)
+                    self._ingest(records)
                     self.status.records += len(records)
                     self.status.last_batch_at = time.time()
                     self._commit_to_group(consumer, records)
@@ -952,6 +952,23 @@ class StoreConsumer:
         finally:
             self.status.running = False
             consumer.close()
+
+    def _ingest(self, records: list[LogRecord]) -> None:
+        """Write a batch, retrying the same batch while the database refuses it (locked,
+        disk full): its offsets are not stored, so nothing is skipped meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                self.db.ingest(records, self.topics)
+                self.status.last_error = None
+                return
+            except sqlite3.Error as exc:
+                self.status.last_error = f"database: {exc}"
+                log.error("the store could not write %d records (%s); retrying in %.1f s",
+                          len(records), exc, delay)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, 30.0)
 
     def _discover(self, consumer: Any) -> set[tuple[str, int]]:
         try:

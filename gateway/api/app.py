@@ -517,6 +517,7 @@ def _ops_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
             response.status_code = 503
         return Health(status="ok" if healthy else "degraded", db=ok, store_running=running,
                       store_lag=None if consumer is None else consumer.status.total_lag,
+                      store_error=None if consumer is None else consumer.status.last_error,
                       last_change=db.notifier.last_id)
 
     @app.get("/metrics", tags=["ops"], response_class=Response,

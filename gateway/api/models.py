@@ -242,7 +242,8 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     db: bool
     store_running: bool | None = Field(description="null when this process runs no consumer")
-    store_lag: int | None = Field(description="records consumed by nobody yet (sum over partitions)")
+    store_lag: int | None = Field(description="records in the log not yet in the store (sum over partitions)")
+    store_error: str | None = Field(None, description="the consumer's last error since its last write")
     last_change: int
 
 

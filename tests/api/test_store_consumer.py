@@ -195,7 +195,7 @@ async def test_cluster_view_and_health_with_a_real_log(broker: BrokerProcess, tm
                                      headers={"Authorization": f"Bearer {token}"}) as c:
             health = (await c.get("/healthz")).json()
             assert health == {"status": "ok", "db": True, "store_running": True, "store_lag": 0,
-                              "last_change": 1}
+                              "store_error": None, "last_change": 1}
             cluster = (await c.get("/cluster")).json()
             topics = {t["name"]: t for t in cluster["topics"]}
             assert {"alerts", "device-state", "device-status"} <= set(topics)
