@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy broker edge gateway processors
+	$(VENV)/bin/mypy broker edge gateway processors tui
 
 check: lint typecheck test
 

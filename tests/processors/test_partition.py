@@ -177,9 +177,9 @@ def test_a_malformed_checkpoint_is_refused_clearly() -> None:
 
 
 def test_config_mistakes_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="windows.state_window"):
+    with pytest.raises(ConfigError, match=r"windows\.state_window"):
         ProcessorsConfig.from_mapping({"windows": {"state_window": 5}})
-    with pytest.raises(ConfigError, match=r"vehicles.devices.truck-7"):
+    with pytest.raises(ConfigError, match=r"vehicles\.devices\.truck-7"):
         ProcessorsConfig.from_mapping({"vehicles": {"devices": {"truck-7": {"speed_limt": 20}}}})
     config = ProcessorsConfig.from_mapping(
         {"vehicles": {"default_speed_limit": 30, "devices": {"truck-7": {"speed_limit": 20}}},
