@@ -166,7 +166,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
     def hooks() -> Any:
         return db.connection()
 
-    @app.get("/webhooks", response_model=list[Webhook], responses=error_responses(400, 401, 403), **scoped)
+    @app.get("/webhooks", response_model=list[Webhook], responses=error_responses(400, 401, 403, 422), **scoped)
     def list_webhooks(_user: AdminUser) -> list[Webhook]:
         with hooks() as conn:
             return [_webhook(s) for s in Webhooks(Database(conn)).list()]
@@ -185,7 +185,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _webhook(sub, with_secret=True)
 
     @app.get("/webhooks/deliveries/{delivery_id}", response_model=Delivery,
-             responses=error_responses(400, 401, 403, 404), **scoped)
+             responses=error_responses(400, 401, 403, 422, 404), **scoped)
     def get_delivery(_user: AdminUser, delivery_id: str) -> Delivery:
         """One delivery with every attempt: time, status code or error, what was decided."""
         with hooks() as conn:
@@ -195,7 +195,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _delivery(d)
 
     @app.post("/webhooks/deliveries/{delivery_id}/redeliver", response_model=Delivery,
-              responses=error_responses(400, 401, 403, 404, 409), **scoped)
+              responses=error_responses(400, 401, 403, 422, 404, 409), **scoped)
     def redeliver(_user: AdminUser, delivery_id: str) -> Delivery:
         """Send a failed or cancelled delivery again."""
         with hooks() as conn:
@@ -213,7 +213,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _delivery(d)
 
     @app.get("/webhooks/{webhook_id}", response_model=Webhook,
-             responses=error_responses(400, 401, 403, 404), **scoped)
+             responses=error_responses(400, 401, 403, 422, 404), **scoped)
     def get_webhook(_user: AdminUser, webhook_id: str) -> Webhook:
         with hooks() as conn:
             sub = Webhooks(Database(conn)).get(webhook_id)
@@ -222,7 +222,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _webhook(sub)
 
     @app.patch("/webhooks/{webhook_id}", response_model=Webhook,
-               responses=error_responses(400, 401, 403, 404, 422), **scoped)
+               responses=error_responses(400, 401, 403, 422, 404), **scoped)
     def update_webhook(_user: AdminUser, webhook_id: str, body: WebhookUpdate) -> Webhook:
         """Enable or disable (a disabled webhook's pending deliveries wait)."""
         with hooks() as conn:
@@ -233,7 +233,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return _webhook(sub)
 
     @app.delete("/webhooks/{webhook_id}", status_code=204,
-                responses=error_responses(400, 401, 403, 404), **scoped)
+                responses=error_responses(400, 401, 403, 422, 404), **scoped)
     def delete_webhook(_user: AdminUser, webhook_id: str) -> Response:
         """Remove a subscription; its pending deliveries are cancelled (the log stays)."""
         with hooks() as conn:
@@ -242,7 +242,7 @@ def install_webhooks(app: FastAPI, db: AlertDB) -> None:
         return Response(status_code=204)
 
     @app.get("/webhooks/{webhook_id}/deliveries", response_model=list[Delivery],
-             responses=error_responses(400, 401, 403, 404, 422), **scoped)
+             responses=error_responses(400, 401, 403, 422, 404), **scoped)
     def list_deliveries(
         _user: AdminUser, webhook_id: str,
         status: Annotated[Literal["pending", "delivered", "failed", "cancelled"] | None, Query()] = None,

@@ -49,3 +49,19 @@ schema = schemathesis.pytest.from_fixture("api_schema").exclude(path=["/alerts/s
 def test_the_api_keeps_its_document(case: schemathesis.Case, app_and_token: tuple[object, str]) -> None:
     _, token = app_and_token
     case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
+
+
+def test_every_error_in_the_document_is_the_error_model(app_and_token: tuple[object, str]) -> None:
+    app, _ = app_and_token
+    doc = app.openapi()  # type: ignore[attr-defined]
+    assert doc["openapi"].startswith("3.1")
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            for status, response in op["responses"].items():
+                if int(status) >= 400 and path != "/healthz":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+            if path not in ("/healthz",):
+                assert op["security"] == [{"HTTPBearer": []}], (method, path)
+                assert {"401", "403"} <= set(op["responses"]), (method, path)
