@@ -153,6 +153,8 @@ class AlertBook:
     def end(self, rule: str, subject: str, ts: int, message: str | None = None,
             details: Mapping[str, Any] | None = None) -> Alert | None:
         """The condition ended at ``ts``: ``resolved`` if it was active, else ``None``."""
+        if not self._active:  # the usual case, on every event: nothing to end
+            return None
         current = self._active.pop(fingerprint(rule, subject), None)
         if current is None:
             return None

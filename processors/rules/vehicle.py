@@ -100,6 +100,7 @@ __all__ = ["Circle", "Polygon", "TrackSummary", "VehicleMonitor", "VehicleRules"
            "haversine_m", "summarize_track"]
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
+_M_PER_DEG_LAT = EARTH_RADIUS_M * math.pi / 180  # along a meridian, on the same sphere
 
 _HARSH_RULES = ("harsh_acceleration", "harsh_braking")
 _FIXED_RULES = ("overspeed", *_HARSH_RULES, "idling", "fix_lost", "offline", "trip")
@@ -122,6 +123,10 @@ class Circle:
     speed_limit: float | None = None  # m/s
 
     def contains(self, lat: float, lon: float) -> bool:
+        # A point more than the radius away in latitude alone is outside: most positions
+        # are decided by this one subtraction, not the haversine.
+        if abs(lat - self.lat) * _M_PER_DEG_LAT > self.radius_m * 1.001:
+            return False
         return haversine_m(self.lat, self.lon, lat, lon) <= self.radius_m
 
 
