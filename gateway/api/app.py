@@ -82,7 +82,7 @@ from gateway.store import (
     now_ms,
 )
 
-__all__ = ["ApiSettings", "create_app", "requires"]
+__all__ = ["ApiSettings", "create_app"]
 
 log = logging.getLogger("vigil.api")
 
