@@ -51,7 +51,7 @@ def fill(db: AlertDB, n: int, devices: int = 20000) -> float:
     written = 0
     for i in range(n):
         rule, kind = RULES[i % len(RULES)]
-        subject = f"{'truck' if kind == 'vehicle' else 'bed'}-{rng.randrange(devices)}-{i // devices}"
+        subject = f"{'truck' if kind == 'vehicle' else 'bed'}-{i % devices}-{i // devices}"  # distinct
         ts = T0 + i * 10
         v = transition(rule, subject, kind=kind, severity=rng.choice(SEVERITIES), ts=ts)
         batch.append(LogRecord("alerts", 0, offset, None, orjson.dumps(v)))
