@@ -380,7 +380,9 @@ def _alert_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
     ) -> StreamingResponse:
         """Every change of every alert as it is committed, in change-number order.
         Reconnect with `Last-Event-ID` (browsers' EventSource does it by itself) to get
-        the changes missed meanwhile, then the live ones: no gap, no repeat."""
+        the changes missed meanwhile, then the live ones: no gap, no repeat. A
+        Last-Event-ID ahead of the store (rebuilt from the log: change numbers start again)
+        gets an `event: reset` first: reload `GET /alerts`, then follow the stream."""
         start: int
         if last_event_id is not None:
             if not last_event_id.strip().isdigit():
@@ -390,9 +392,14 @@ def _alert_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
             start = after
         else:
             start = db.last_change_id()
+        newest = db.last_change_id()
+        reset = start > newest  # an id this store never gave out: it was rebuilt or replaced
+        if reset:
+            start = newest
         flt = _to_filter(None, severity, None, rule, device, device_kind)
         metrics: _Metrics = app.state.metrics
-        body = stream_changes(app.state.feed, start, flt, s.keepalive_s, metrics.sse_events.inc)
+        body = stream_changes(app.state.feed, start, flt, s.keepalive_s, metrics.sse_events.inc,
+                              reset=reset)
         return StreamingResponse(
             _counted(body, metrics), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

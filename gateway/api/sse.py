@@ -121,10 +121,14 @@ class ChangeFeed:
 
 
 async def stream_changes(feed: ChangeFeed, after: int, flt: AlertFilter, keepalive: float,
-                         on_sent: Any = None) -> AsyncIterator[bytes]:
-    """The SSE body: the changes after ``after`` (those ``flt`` selects), then live ones."""
+                         on_sent: Any = None, reset: bool = False) -> AsyncIterator[bytes]:
+    """The SSE body: the changes after ``after`` (those ``flt`` selects), then live ones;
+    first an ``event: reset`` when the client's id is unknown to this store."""
     await feed.start()
     yield b"retry: 2000\n: connected\n\n"
+    if reset:
+        yield (b'event: reset\ndata: {"reason": "Last-Event-ID is ahead of this store (rebuilt '
+               b'from the log?): reload the alerts, then follow the stream", "last_change": %d}\n\n' % after)
     while True:
         changed = feed.changed  # taken before reading: a change after this sets it
         cached = feed.after(after)

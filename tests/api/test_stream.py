@@ -88,6 +88,15 @@ def test_resume_after_a_dropped_connection(served: tuple[Api, Server]) -> None:
         # after=0 replays the whole history; a filter applies to what is sent
         with stream(client, api, after=0, device_kind="patient") as r:
             assert [(i, e) for i, e, _ in Events(r.iter_lines()).take(2)] == [(3, "fired"), (4, "acknowledged")]
+        # an id from before a rebuild (ahead of this store): a reset event, then live changes
+        with stream(client, api, last_event_id=9999) as r:
+            lines = r.iter_lines()
+            while next(lines) != "event: reset":
+                pass
+            reset = orjson.loads(next(lines).removeprefix("data: "))
+            assert reset["last_change"] == 6 and "reload" in reset["reason"]
+            api.feed(transition("idling", "truck-8", ts=T0 + 11))
+            assert [(i, e) for i, e, _ in Events(lines).take(1)] == [(7, "fired")]
         with stream(client, api, last_event_id="x") as r:  # type: ignore[arg-type]
             r.read()
             assert r.status_code == 400 and "Last-Event-ID" in r.json()["error"]["message"]
