@@ -455,7 +455,7 @@ class AlertDB:
         written = 0
         last_id = 0
         with self.transaction() as conn:
-            silences = _active_silences(conn)
+            silences = _all_silences(conn)
             offsets: dict[tuple[str, int], int] = {}
             for r in records:
                 offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0),
@@ -570,7 +570,7 @@ class AlertDB:
         with self.transaction() as conn:
             if conn.execute("DELETE FROM silences WHERE id = ?", (silence_id,)).rowcount == 0:
                 raise SilenceNotFound(f"no silence {silence_id}")
-            others = [s for s in _active_silences(conn) if s["starts_at"] <= at < s["ends_at"]]
+            others = [s for s in _all_silences(conn) if s["starts_at"] <= at < s["ends_at"]]
             for row in (_row(r) for r in conn.execute(
                     "SELECT * FROM alerts WHERE silence_id = ?", (silence_id,))):
                 other = next((s for s in others if silence_matches(s, row["rule"], row["subject"])), None)
@@ -627,11 +627,12 @@ class AlertDB:
                 f"SELECT * FROM alerts {where} ORDER BY last_change DESC, id DESC LIMIT ?",
                 [*params, limit])]
 
-    def active_silence_ids(self, at: int | None = None) -> set[str]:
+    def active_silences(self, at: int | None = None) -> list[dict[str, Any]]:
         at = at or now_ms()
         with self.connection() as conn:
-            return {r[0] for r in conn.execute(
-                "SELECT id FROM silences WHERE starts_at <= ? AND ends_at > ?", (at, at))}
+            return [dict(r) for r in conn.execute(
+                "SELECT * FROM silences WHERE starts_at <= ? AND ends_at > ? ORDER BY starts_at, id",
+                (at, at))]
 
     def counts(self) -> dict[tuple[str, str], int]:
         with self.connection() as conn:
@@ -666,7 +667,7 @@ def silence_matches(silence: dict[str, Any], rule: str, device: str) -> bool:
     return fnmatch.fnmatchcase(rule, silence["rule"]) and fnmatch.fnmatchcase(device, silence["device"])
 
 
-def _active_silences(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def _all_silences(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute("SELECT * FROM silences ORDER BY starts_at, id")]
 
 

@@ -342,7 +342,7 @@ def _alert_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
         meanwhile; one that changed moves to the front)."""
         flt = _to_filter(state, severity, min_severity, rule, device, device_kind, since, until)
         rows = db.list_alerts(flt, limit + 1, _alert_cursor(cursor))
-        active = db.active_silence_ids()
+        active = db.active_silences()
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = _encode_cursor([rows[-1]["last_change"], rows[-1]["id"]]) if more else None
@@ -409,7 +409,7 @@ def _alert_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
                   history_limit: Annotated[int, Query(ge=0, le=10000)] = 1000) -> AlertDetail:
         """One alert with its history (oldest first; the last `history_limit` changes)."""
         row = _found(db.get_alert, alert_id)
-        alert = alert_model(row, db.active_silence_ids())
+        alert = alert_model(row, db.active_silences())
         return AlertDetail(**alert.model_dump(),
                            history=[history_model(h) for h in db.history(alert_id, history_limit)])
 
@@ -421,7 +421,7 @@ def _alert_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
                 row = _found(fn, alert_id, _actor(user, body), body.comment if body else None)
             except AlertStateConflict as exc:
                 raise ApiError(409, str(exc)) from exc
-            return alert_model(row, db.active_silence_ids())
+            return alert_model(row, db.active_silences())
 
     _action("ack", db.acknowledge, "Acknowledge a firing alert (409 if resolved)")
     _action("unack", db.unacknowledge, "Take an acknowledgement back (409 if resolved)")

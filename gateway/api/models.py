@@ -20,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 
+from gateway.store import silence_matches
+
 __all__ = [
     "AckRequest",
     "Alert",
@@ -250,12 +252,16 @@ class Health(BaseModel):
 # --- conversions ------------------------------------------------------------------------
 
 
-def alert_model(row: dict[str, Any], active_silences: set[str] | None = None) -> Alert:
+def alert_model(row: dict[str, Any], active_silences: list[dict[str, Any]] | None = None) -> Alert:
+    """An alert row (or a history snapshot, which carries ``silenced`` as it was) as the
+    API shows it; ``silenced`` now = an active silence matches its rule and device."""
     silence_id = row.get("silence_id")
-    if "silenced" in row:
-        silenced = bool(row["silenced"])
+    if "silenced" in row or active_silences is None:
+        silenced = bool(row.get("silenced", silence_id is not None))
     else:
-        silenced = silence_id is not None and (active_silences is None or silence_id in active_silences)
+        match = next((s for s in active_silences if silence_matches(s, row["rule"], row["subject"])), None)
+        silenced = match is not None
+        silence_id = match["id"] if match is not None else None
     ack = None
     if row.get("acknowledged_at") is not None:
         ack = Acknowledgement(by=row.get("acknowledged_by") or "", at=_dt(row["acknowledged_at"]),

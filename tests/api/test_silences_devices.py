@@ -4,6 +4,7 @@ device view (device-state and device-status merged)."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -66,7 +67,14 @@ async def test_a_silence_counts_only_between_its_start_and_end(api: Api, client:
     # an alert whose transition falls inside the window is silenced
     api.feed(transition("idling", "truck-6", ts=1577837400000))  # 2020-01-01T00:10:00Z
     a = await alert(client, "idling|truck-6")
-    assert a["silence_id"] == r.json()["id"] and a["silenced"] is False  # ... but the silence is over now
+    assert a["silenced"] is False and a["silence_id"] is None  # ... but the silence is over now
+    # an active silence covers an alert that fired before it was made
+    an_hour_ago = datetime.fromtimestamp(t / 1000 - 3600, tz=UTC).isoformat()
+    r = await client.post("/silences", json={"rule": "idling", "device": "truck-5",
+                                             "starts_at": an_hour_ago, "duration_s": 7200})
+    assert r.status_code == 201 and r.json()["active"] is True
+    a = await alert(client, "idling|truck-5")
+    assert a["silenced"] is True and a["silence_id"] == r.json()["id"]
     assert (await client.get("/silences")).json() == []
     assert len((await client.get("/silences", params={"include_expired": True})).json()) == 1
 
