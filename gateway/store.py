@@ -38,9 +38,10 @@ Semantics of an alert row:
 * a manual resolve closes the episode in the store: later transitions of that episode are
   recorded but do not reopen it; the next episode fires again;
 * ``status`` is ``resolved`` (``resolved_at`` set), else ``acknowledged``, else ``firing``;
-* ``silence_id`` names the silence that matched the alert (at its transition's event
-  time, or when the silence was created); the API reports the alert as silenced while that
-  silence is active.
+* ``silence_id`` names the silence that matched the alert at its last change (the
+  transition's event time, or when the silence was made): that change and its history row
+  are silenced (no webhook notification). The API shows an alert as silenced while any
+  active silence matches it.
 
 Writers are the store's consumer thread and the API's request threads, one transaction
 each (``BEGIN IMMEDIATE``; SQLite serialises them), so change numbers are committed in
