@@ -4,7 +4,8 @@ GPS receivers and vital-signs monitors write into pseudo-terminals, ELM327 adapt
 answer on them, GPIO lines and an MCP3008 live on gpiozero's mock pin factory. See
 ``edge.sim.run`` for running many devices in one process (``Simulation``,
 ``run_simulation``), ``edge.sim.vehicle`` and ``edge.sim.patient`` for what the
-simulated world does.
+simulated world does, and ``edge.sim.incidents`` for the incidents the one-box demo
+scripts (``Simulation(..., incidents=True)``).
 """
 
 from __future__ import annotations
