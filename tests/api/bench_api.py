@@ -9,6 +9,11 @@
    acks=all) to its arrival at each client.
 
     PYTHONPATH=. .venv/bin/python tests/api/bench_api.py [--alerts 1000000] [--clients 200]
+
+Here (2 CPUs shared with other work, load ~2.5), 1,000,000 alerts (1.33 M transitions,
+a 1.5 GB file): ingestion 5,700 transitions/s; GET /alerts first page p50 1.5-6.4 ms,
+p99 3-51 ms, deep pages p50 4.6-6.4 ms, p99 6-31 ms over the filters above; SSE with 200
+clients (in the benchmark's own process), commit in the log -> client p50 24 ms, p99 43 ms.
 """
 
 from __future__ import annotations
