@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
@@ -200,6 +201,14 @@ async def test_cluster_view_and_health_with_a_real_log(broker: BrokerProcess, tm
             topics = {t["name"]: t for t in cluster["topics"]}
             assert {"alerts", "device-state", "device-status"} <= set(topics)
             assert len(topics["alerts"]["partitions"]) == 2
+            # the store commits its offsets to its group too (after its own transaction), so
+            # the cluster view shows its lag
+            for _ in range(100):
+                groups = {g["group"]: g for g in (await c.get("/cluster")).json()["groups"]}
+                if "vigil-alert-store" in groups:
+                    break
+                await anyio.sleep(0.1)
+            assert groups["vigil-alert-store"]["lag"] == 0
             metrics = (await c.get("/metrics")).text
             assert 'vigil_api_alerts{severity="major",state="firing"} 1.0' in metrics
             assert "vigil_store_lag_records" in metrics
