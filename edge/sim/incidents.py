@@ -6,27 +6,19 @@ falling off take many minutes to show up. With ``vigil edge simulate --incidents
 seconds from the start of the simulation, repeated every ``PERIOD_S`` (5 minutes) so a
 demo left running keeps showing incidents:
 
-=========  ===============  ==========  ==============================================
-device     incident         when (s)    what the rules downstream should see
-=========  ===============  ==========  ==============================================
-veh-001    ``speeding``     15 - 55     140 % of the limit where it is (100 km/h on
-                                        the open road, 50 in the town centre), stops
-                                        skipped; ``overspeed`` fires, then resolves
-                                        once it slows down
-veh-002    ``town_edge``    0 - 300     a courier round that cuts through the edge of
-                                        the town centre: in the zone from about 5 s
-                                        to about 50 s (``geofence:town-centre`` fires,
-                                        then resolves), back at its depot stop
-                                        (ignition off, door open) before 300 s, off
-                                        again at the next cycle
-bed-001    ``deteriorating`` 10 - 70    SpO2 down to ~86 %, respiratory rate up to
-                                        ~26/min, heart rate to ~115 (``news2`` and
-                                        ``threshold:spo2_low`` fire; the nurse puts
-                                        oxygen on); then the patient recovers, comes
-                                        off oxygen, and both resolve
-bed-002    ``probe_off``    20 - 50     the finger probe is off (``probe_off`` fires
-                                        after 10 s, resolves when it is back on)
-=========  ===============  ==========  ==============================================
+* veh-001, ``speeding``, 15-55 s: 140 % of the limit where it is (100 km/h on the open
+  road, 50 in the town centre), its stops skipped; ``overspeed`` fires, then resolves
+  once it slows down.
+* veh-002, ``town_edge``, the whole cycle: a courier round that cuts through the edge of
+  the town centre, in the zone from about 5 s to about 50 s (``geofence:town-centre``
+  fires, then resolves); back at its depot stop (ignition off, door open) before the
+  cycle ends, off again at the next.
+* bed-001, ``deteriorating``, 10-70 s: SpO2 down to ~86 % (below 90 from ~35 s),
+  respiratory rate up to ~26/min, heart rate to ~110 (``news2``,
+  ``threshold:spo2_low`` and ``threshold:resp_rate_high`` fire; the nurse puts oxygen
+  on); then the patient recovers in ~30 s, comes off oxygen, and all resolve by ~110 s.
+* bed-002, ``probe_off``, 20-50 s: the finger probe is off, the patient restless
+  (``probe_off`` fires after 10 s, resolves when it is back on).
 
 Devices the simulation does not have are skipped; every other device (and these ones,
 outside their incidents) keeps its random behaviour. A vehicle replaying recorded

@@ -18,15 +18,19 @@ Either profile may lose its finger probe now and then (10-90 s of ``probe=off``)
 the patient may press the nurse-call button (more often when unwell).
 
 Scripted incidents (``edge.sim.incidents``; ``PatientModel.create(..., incidents=...)``)
-come on top of either profile: during a ``deteriorating`` episode the signs head for
-``SCRIPTED_DETERIORATION`` (SpO2 ~86 %, respiratory rate ~26/min, heart rate ~115),
-fast (``SCRIPTED_PULL``); the nurse puts the patient on oxygen as usual. When the
-episode is over the signs head back to the baseline, as fast, and the oxygen comes off
-once SpO2 is back where it was on air. During a
-``probe_off`` episode the finger probe is off, and the patient, restless, breathes
-faster (towards ``RESTLESS_RR``, slowly): what the monitor sends keeps changing, so an
-agent that reports changes (``edge.sampling``) keeps reporting the probe off, and the
-rules see it off for long enough.
+come on top of either profile: during a ``deteriorating`` episode the signs follow
+straight lines to ``SCRIPTED_DETERIORATION`` (SpO2 ~86 % by 40 % of the episode,
+respiratory rate ~26/min by 70 %, heart rate ~115 at its end); the nurse puts the
+patient on oxygen as usual. When the episode is over the signs go back to the baseline
+in straight lines over ``RECOVERY_S``, and the oxygen comes off once SpO2 is back
+within a point of where it was on air. During a ``probe_off`` episode the finger probe is off, and the patient,
+restless, breathes faster (towards ``RESTLESS_RR``, slowly).
+
+Why lines and restlessness, not jumps: an agent reports a vital sign when it moved past
+a deadband (``edge.sampling``), and the rules judge a condition by the events they get
+("below 90 % for 15 s" needs a reading 15 s after the first low one), so a scripted
+picture that stood still would reach them as one reading and never sustain. Signs that
+keep moving keep the readings coming.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ from dataclasses import dataclass, field
 from edge.sensors.vitals import Vitals
 from edge.sim.incidents import Incident, active, episode_end
 
-__all__ = ["RESTLESS_RR", "SCRIPTED_DETERIORATION", "SCRIPTED_PULL", "PatientModel"]
+__all__ = ["RECOVERY_S", "RESTLESS_RR", "SCRIPTED_DETERIORATION", "SCRIPTED_PULL", "PatientModel"]
 
-SCRIPTED_DETERIORATION = {"spo2": 86.0, "rr": 26.0, "hr": 115.0}
-SCRIPTED_PULL = 0.15  # per second: most of the way there in 15 s
+# sign -> (where a scripted deterioration takes it, the share of the episode it takes to get there)
+SCRIPTED_DETERIORATION = {"spo2": (86.0, 0.4), "rr": (26.0, 0.7), "hr": (115.0, 1.0)}
+RECOVERY_S = 30.0  # back to the baseline after a scripted deterioration
+SCRIPTED_PULL = 0.15  # per second: how closely the signs follow the scripted lines
 RESTLESS_RR = 24.0  # breaths/min while the probe is scripted off: 17 after ~5 s, 19 after ~12, 21 after ~21
 RESTLESS_PULL = 0.05
 
@@ -74,7 +80,8 @@ class PatientModel:
     call_until: float = -1.0
     log: list[tuple[float, str]] = field(default_factory=list)
     incidents: tuple[Incident, ...] = ()  # scripted (edge.sim.incidents), on top of the profile
-    recovering_until: float = -1.0  # after a scripted deterioration: back to the baseline, fast
+    _lines: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # scripted: from, to, over s
+    _lines_from: float = 0.0  # when the scripted lines began
     _scripted_oxygen: bool = False  # oxygen was put on during a scripted deterioration
     _deteriorating: bool = False
 
@@ -123,21 +130,41 @@ class PatientModel:
                 continue
             if incident.kind == "deteriorating":
                 worse = True
+                if not self._deteriorating:
+                    self._event("scripted: deteriorating")
+                    length = episode_end(incident, t) - t
+                    self._lines = {name: (self.signs[name].value, to, share * length)
+                                   for name, (to, share) in SCRIPTED_DETERIORATION.items()}
+                    self._lines_from = t
             elif incident.kind == "probe_off":
                 restless = True
                 if not self.probe_off:
                     self.probe_off_until = episode_end(incident, t)
                     self._event("scripted: probe off")
-        if worse and not self._deteriorating:
-            self._event("scripted: deteriorating")
-        elif self._deteriorating and not worse:
+        if self._deteriorating and not worse:
             self._event("scripted: recovering")
-            self.recovering_until = t + 60.0
+            air = 3.0 if self._scripted_oxygen else 0.0  # the oxygen comes off on the way
+            self._lines = {name: (self.signs[name].value, self._mean(name) - (air if name == "spo2" else 0.0),
+                                  RECOVERY_S) for name in SCRIPTED_DETERIORATION}
+            self._lines_from = t
+        elif not worse and self._lines and t - self._lines_from > RECOVERY_S:
+            self._lines = {}
         self._deteriorating = worse
         spo2 = self.signs["spo2"]
-        if self._scripted_oxygen and not worse and spo2.value >= spo2.baseline - 3.0:
+        if self._scripted_oxygen and not worse and spo2.value >= spo2.baseline - 4.0:
             self._take_off_oxygen()  # back to what it was on air
         return worse, restless
+
+    def _mean(self, name: str) -> float:
+        sign = self.signs[name]
+        return sign.baseline + (sign.worst - sign.baseline) * self.progress
+
+    def _on_line(self, name: str) -> float | None:
+        """Where the scripted line of a sign is now (None: it has none)."""
+        if name not in self._lines:
+            return None
+        start, end, over = self._lines[name]
+        return start + (end - start) * min(1.0, (self.t - self._lines_from) / max(over, 1e-9))
 
     def _take_off_oxygen(self) -> None:
         self.on_oxygen = self._scripted_oxygen = False
@@ -149,14 +176,14 @@ class PatientModel:
         self.t += h
         rng, p = self.rng, self.progress
         worse, restless = self._script() if self.incidents else (False, False)
-        fast = worse or self.t < self.recovering_until
         for name, sign in self.signs.items():
-            if worse and name in SCRIPTED_DETERIORATION:
-                sign.step(rng, h, p, SCRIPTED_DETERIORATION[name], SCRIPTED_PULL)
-            elif restless and name == "rr" and not worse:
+            line = self._on_line(name)
+            if line is not None:
+                sign.step(rng, h, p, line, SCRIPTED_PULL)
+            elif restless and name == "rr":
                 sign.step(rng, h, p, max(RESTLESS_RR, sign.value), RESTLESS_PULL)
             else:
-                sign.step(rng, h, p, None, SCRIPTED_PULL if fast and name in SCRIPTED_DETERIORATION else None)
+                sign.step(rng, h, p)
         if not self.on_oxygen and self.signs["spo2"].value < 91.5:
             self.on_oxygen = True
             self._scripted_oxygen = worse

@@ -22,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from edge.sampling import DEFAULTS, Sampler
+from edge.sensors.base import Reading
+from edge.sensors.vitals import Vitals
 from edge.sim import Simulation
 from edge.sim.incidents import PERIOD_S, SCHEDULE, incidents_for
 from edge.sim.patient import PatientModel
@@ -151,6 +155,42 @@ def test_the_schedule_shows_each_incident_in_the_first_two_minutes_and_again_eac
         assert min(v for t, v in spo2.items() if start + 40 <= t < start + 70 and v is not None) < 88
         assert all(v is not None and v >= 93 for t, v in spo2.items() if start + 100 <= t < start + 120)
         assert during(probe_off, 0, 100) == list(range(start + 20, start + 50)), probe_off
+
+
+@pytest.mark.parametrize("speedup", [1, SPEEDUP])
+def test_an_agent_reporting_changes_passes_the_patients_incidents_on(speedup: int) -> None:
+    """The agent reports vitals when they move past a deadband (edge.sampling, wall-clock
+    periods), and the rules judge a condition by the readings they get: a low SpO2 needs
+    low readings 15 s apart, a probe off readings 10 s apart. The scripted pictures keep
+    moving, whatever the noise (seeds)."""
+    for seed in range(1, 11):
+        sick, loose = (PatientModel.create(i, seed, incidents=incidents_for(d)) for i, d in enumerate(DEVICES[2:]))
+        reported: dict[int, list[tuple[float, Vitals]]] = {id(sick): [], id(loose): []}
+        samplers = {id(sick): Sampler(DEFAULTS["vitals"]), id(loose): Sampler(DEFAULTS["vitals"])}
+        for tick in range(1, 100 * 5 + 1):  # the monitor's lines every 2 s, the agent polling 5 times as often
+            t = tick * 0.4
+            for model in (sick, loose):
+                model.step(0.4)
+                sampler = samplers[id(model)]
+                offered = [Reading("vitals", model.observe().to_json(), int(t * 1000))] if tick % 5 == 0 else []
+                for r in [x for o in offered for x in sampler.offer(o, t / speedup)] + sampler.flush(t / speedup):
+                    reported[id(model)].append((r.ts / 1000, Vitals(**r.data)))
+        low = longest_run(reported[id(sick)], lambda v: v.spo2 is not None and v.spo2 < 90)
+        assert low >= 20, (seed, reported[id(sick)])
+        off = longest_run(reported[id(loose)], lambda v: v.probe_off)
+        assert off >= 12, (seed, reported[id(loose)])
+
+
+def longest_run(readings: list[tuple[float, Vitals]], holds: Any) -> float:
+    """The longest time between two readings with nothing but readings that hold between."""
+    best, since = 0.0, None
+    for t, v in readings:
+        if holds(v):
+            since = t if since is None else since
+            best = max(best, t - since)
+        else:
+            since = None
+    return best
 
 
 def test_devices_the_schedule_names_but_the_simulation_lacks_are_skipped() -> None:
