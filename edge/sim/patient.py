@@ -23,8 +23,8 @@ straight lines to ``SCRIPTED_DETERIORATION`` (SpO2 ~86 % by 40 % of the episode,
 respiratory rate ~26/min by 70 %, heart rate ~115 at its end); the nurse puts the
 patient on oxygen as usual. When the episode is over the signs go back to the baseline
 in straight lines over ``RECOVERY_S``, and the oxygen comes off once SpO2 is back
-within a point of where it was on air. During a ``probe_off`` episode the finger probe is off, and the patient,
-restless, breathes faster (towards ``RESTLESS_RR``, slowly).
+within a point of where it was on air. During a ``probe_off`` episode the finger probe
+is off, and the patient, restless, breathes faster (towards ``RESTLESS_RR``, slowly).
 
 Why lines and restlessness, not jumps: an agent reports a vital sign when it moved past
 a deadband (``edge.sampling``), and the rules judge a condition by the events they get

@@ -20,10 +20,11 @@ Scripted incidents (``edge.sim.incidents``; ``VehicleModel.create(..., incidents
 come on top: a ``speeding`` vehicle starts at the beginning of its route and, during
 each episode, drives at ``SCRIPTED_SPEEDING`` times the limit the town enforces where
 it is (``road_limit``: 50 km/h in the town centre, 100 km/h elsewhere, as ``vigil up``
-configures the rules), skipping its stops; a ``town_edge`` vehicle drives ``TOWN_EDGE_ROUTE``, whose
-first leg cuts through the edge of the town centre, and waits at the depot at its end
-until the incident's next cycle. During an incident (and for ``CALM_AFTER_S`` after a
-speeding one) a vehicle neither speeds nor brakes hard at random.
+configures the rules), skipping its stops; a ``town_edge`` vehicle drives
+``TOWN_EDGE_ROUTE``, whose first leg cuts through the edge of the town centre, and waits
+at the stop at its end until the incident's next cycle. During an incident (and for
+``CALM_AFTER_S`` after a speeding one) a vehicle neither speeds nor brakes hard at
+random.
 
 ``TrackModel`` instead follows a recorded track (``load_traffic``: the SUMO motorway
 traffic in ../shared/testdata/vehicles/a10-ring.csv.gz) second by second.
