@@ -311,8 +311,10 @@ class AlertDB:
 
     Thread-safe: each call takes a connection from a small pool."""
 
-    def __init__(self, path: Path | str, notifier: ChangeNotifier | None = None) -> None:
+    def __init__(self, path: Path | str, notifier: ChangeNotifier | None = None,
+                 busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.notifier = notifier or ChangeNotifier()
         # called inside each write transaction with the history rows it wrote (webhooks
@@ -331,11 +333,11 @@ class AlertDB:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=30)
+                               timeout=self.busy_timeout_s)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         return conn
 
     @contextmanager

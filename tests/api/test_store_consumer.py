@@ -5,6 +5,7 @@ exactly as the original."""
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,30 @@ async def test_cluster_view_and_health_with_a_real_log(broker: BrokerProcess, tm
             metrics = (await c.get("/metrics")).text
             assert 'vigil_api_alerts{severity="major",state="firing"} 1.0' in metrics
             assert "vigil_store_lag_records" in metrics
+    finally:
+        consumer.stop()
+        db.close()
+
+
+def test_a_locked_database_delays_the_store_and_loses_nothing(broker: BrokerProcess, tmp_path: Path) -> None:
+    create_topics(broker.bootstrap)
+    db = AlertDB(tmp_path / "alerts.db", busy_timeout_s=0.2)
+    consumer = StoreConsumer(db, broker.bootstrap, discover_every=0.2).start()
+    try:
+        wait_until(lambda: consumer.status.assigned, what="the store's partitions")
+        blocker = sqlite3.connect(tmp_path / "alerts.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # someone holds the write lock (a backup, a long query)
+        log = Log(broker.bootstrap)
+        log.alerts(*(transition("overspeed", f"truck-{i}", ts=T0 + i) for i in range(20)))
+        ends = log.flush()
+        wait_until(lambda: (consumer.status.last_error or "").startswith("database"), what="the store to notice")
+        assert consumer.status.running
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        wait_until(lambda: db.stored_offsets() == {k: v for k, v in ends.items()}, what="the store to catch up")
+        assert consumer.status.last_error is None
+        with db.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM history").fetchone()[0] == 20
     finally:
         consumer.stop()
         db.close()
