@@ -287,18 +287,40 @@ class PatientMonitor:
         return out
 
     def tick(self, now_ms: int) -> list[Alert]:
-        """Wall-clock time passed: the ``no_data`` alarm."""
+        """Wall-clock time passed: the ``no_data`` alarm, and delayed alarms whose delay
+        ran out since the last reading (the agent reports a vital sign when it changes, so
+        SpO2 at 88 % may be reported once: 15 s later it still stands)."""
         out: list[Alert] = []
         if self._retired:
             self._resolve_retired(out, now_ms)
         heard = self.seen if self.seen is not None else self.last_ts
-        if heard is None or now_ms - heard < _ms(self.rules.no_data_s):
+        if heard is None or self.last_ts is None:
+            return out
+        if now_ms - heard < _ms(self.rules.no_data_s):
+            # the patient's own time: its last reading plus the time since it arrived (a
+            # backlog delivered late does not age by the clock of the others)
+            self._delays_due(out, self.last_ts + max(0, now_ms - heard))
             return out
         self._emit(out, self._book.hold("no_data", self.patient, now_ms, "major",
                                         f"no vitals for {self.rules.no_data_s:g} s",
                                         {"last_ts": self.last_ts, "no_data_s": self.rules.no_data_s},
                                         started=heard))
         return out
+
+    def _delays_due(self, out: list[Alert], ts: int) -> None:
+        """Pending delays (probe off, thresholds) fed again with the last reading at ``ts``."""
+        if self.last_ts is None or ts <= self.last_ts:
+            return
+        if self._probe.pending_since is not None:
+            self._probe_rule(out, ts, self._probe_off)
+        for threshold in self.rules.thresholds:
+            if self._thresholds[threshold.name].sustained.pending_since is None:
+                continue
+            if self._probe_off and threshold.parameter in ("spo2", "heart_rate"):
+                continue
+            value = self._measured.get(threshold.parameter)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self._threshold_rule(out, ts, threshold, float(value))
 
     def latest(self) -> dict[str, Any]:
         """The patient now, for the device-state topic (see the module doc): the six

@@ -342,18 +342,34 @@ class VehicleMonitor:
         return out
 
     def tick(self, now_ms: int) -> list[Alert]:
-        """Wall-clock time passed: ``offline``, and harsh episodes gone quiet."""
+        """Wall-clock time passed: ``offline``, harsh episodes gone quiet, and delayed
+        alarms (overspeed, idling, fix lost) whose delay ran out since the last reading
+        (a device reports on change: a steady 140 km/h may be reported once)."""
         out: list[Alert] = []
         if self._retired:
             self._resolve_retired(out, now_ms)
         self._harsh_quiet(out, now_ms)
         heard = self.seen if self.seen is not None else self.last_ts
+        if heard is not None and self.last_ts is not None and now_ms - heard < _ms(self.rules.offline_s):
+            # the vehicle's own time: its last event plus the time since it arrived
+            self._delays_due(out, self.last_ts + max(0, now_ms - heard))
         if heard is not None and now_ms - heard >= _ms(self.rules.offline_s):
             self._emit(out, self._book.hold(
                 "offline", self.vehicle, now_ms, "major",
                 f"no data for {self.rules.offline_s:g} s", {"last_ts": self.last_ts},
                 started=heard))
         return out
+
+    def _delays_due(self, out: list[Alert], ts: int) -> None:
+        """Pending delays fed again with the last readings, which still stand at ``ts``."""
+        if self.last_ts is None or ts <= self.last_ts:
+            return
+        if self._overspeed.pending_since is not None and self.speed is not None:
+            self._overspeed_rule(out, ts, self.speed)
+        if self._idle.pending_since is not None:
+            self._idle_rule(out, ts)
+        if self._fix.pending_since is not None:
+            self._fix_rule(out, ts, self._fix.active)  # pending towards lost: no fix since
 
     # ---- checkpoints -----------------------------------------------------------------
 

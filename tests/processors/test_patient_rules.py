@@ -228,3 +228,22 @@ def test_rules_from_a_toml_table() -> None:
                                  "fire": 1, "clear": 2, "delay": 3}]}):
         with pytest.raises(ValueError):
             PatientRules.from_config(bad)
+
+
+def test_a_low_spo2_reported_once_fires_when_its_delay_runs_out() -> None:
+    """The agent reports a vital sign when it changes: SpO2 88 % once, then silence (the
+    value stands). The 15 s delay runs out on the clock, not at the next reading."""
+    bed = Bed()
+    bed.vitals(0, spo2=88)
+    ticks = [a for t in range(1, 20) for a in bed.monitor.tick(t * 1000)]
+    assert changes(ticks, "threshold:spo2_low") == [("fired", 15)]
+    assert next(a for a in ticks if a.rule == "threshold:spo2_low").started == 0
+
+
+def test_a_probe_off_reported_once_fires_when_its_delay_runs_out() -> None:
+    bed = Bed()
+    bed.vitals(0)
+    bed.vitals(1, probe_off=True, spo2=None, heart_rate=None)
+    ticks = [a for t in range(2, 14) for a in bed.monitor.tick(t * 1000)]
+    assert changes(ticks, "probe_off") == [("fired", 11)]
+    assert not [a for a in ticks if a.rule.startswith("threshold:")]

@@ -369,3 +369,39 @@ def test_rules_from_a_toml_table() -> None:
                            {"name": "a", "lat": 1, "lon": 2, "radius_m": 5}]}):
         with pytest.raises(ValueError):
             VehicleRules.from_config(bad)
+
+
+# ---- readings reported only on change: delays run out on the clock ------------------
+
+
+def test_a_steady_speed_reported_once_is_overspeed_when_its_duration_runs_out() -> None:
+    truck = Truck(VehicleRules(speed_limit=20.0, overspeed_duration_s=10, overspeed_clear_s=5))
+    truck.gps(0, 30.0)  # and nothing more: the agent reports on change
+    ticks = [a for t in range(1, 13) for a in truck.monitor.tick(t * 1000)]
+    assert changes(ticks, "overspeed") == [("fired", 10)]
+    assert next(a for a in ticks if a.rule == "overspeed").started == 0
+    truck.gps(13, 15.0)  # back under, once
+    ticks = [a for t in range(14, 20) for a in truck.monitor.tick(t * 1000)]
+    assert changes(ticks, "overspeed") == [("resolved", 18)]
+
+
+def test_fix_lost_reported_once_fires_on_the_clock() -> None:
+    truck = Truck(VehicleRules(fix_lost_delay_s=5))
+    truck.gps(0, 10.0)
+    truck.gps(1, mode=1)
+    ticks = [a for t in range(2, 8) for a in truck.monitor.tick(t * 1000)]
+    assert changes(ticks, "fix_lost") == [("fired", 6)]
+
+
+def test_a_backlog_delivered_late_ages_by_its_own_time_not_the_clock() -> None:
+    """Old readings arriving now (an outbox drained after a reconnect): the pending delay
+    counts from their arrival, so the next reading of the backlog is not pre-empted."""
+    truck = Truck(VehicleRules(speed_limit=20.0, overspeed_duration_s=10))
+    arrived = 3_600_000  # an hour after they were taken
+    truck.monitor.on_event(Event("truck-7", 1, 0, "gps", {"mode": 3, "lat": LAT0, "lon": LON0,
+                                                       "speed": 30.0, "track": 0.0}), arrived)
+    assert truck.monitor.tick(arrived + 1000) == []  # 1 s of its own time, not an hour
+    out = truck.monitor.on_event(Event("truck-7", 2, 2000, "gps", {"mode": 3, "lat": LAT0,
+                                                                  "lon": LON0, "speed": 15.0,
+                                                                  "track": 0.0}), arrived + 1500)
+    assert changes(out, "overspeed") == []
