@@ -68,12 +68,25 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
+    ready_text: str | None = None  # in its log once it is ready for the children after it
+    log_offset: int = 0  # where this run's log begins (the file outlives runs)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
+            self.log_offset = out.tell()
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
         self.started_at = time.monotonic()
+
+    def ready(self) -> bool:
+        if self.ready_text is None:
+            return True
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return self.ready_text.encode() in f.read()
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 10) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -96,9 +109,18 @@ class Supervisor:
         self.stopping = False
         self.report = report
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 30.0) -> None:
+        """Start the children in order; one with a ``ready_text`` holds back those after it
+        until it says it is ready (the bridge must subscribe before devices publish, or
+        their first messages reach nobody and wait for the agents' ack timeout)."""
         for child in self.children:
             child.start()
+            deadline = time.monotonic() + ready_timeout
+            while not child.ready():
+                if time.monotonic() > deadline or (child.proc is not None and child.proc.poll() is not None):
+                    self.report(f"vigil up: {child.name} did not say it was ready; going on (log: {child.log_path})")
+                    break
+                time.sleep(0.1)
 
     def check(self) -> None:
         """Restart any child that died, with exponential backoff, and say so."""
@@ -248,10 +270,10 @@ def up(var: Path, broker_port: int = 9092, mqtt_port: int = 1883, vehicles: int 
         mqtt_version = "3.1.1"
     children += [
         mqtt_child,
-        Child("bridge", [python, "-m", "deploy.cli", "gateway", "bridge", "--mqtt", mqtt_address,
+        Child("bridge", [python, "-m", "deploy.cli", "-v", "gateway", "bridge", "--mqtt", mqtt_address,
                          "--bootstrap", bootstrap, "--username", "vigil-bridge", "--mqtt-version", mqtt_version,
                          "--password-file", str(bridge_password), "--client-id", "vigil-up-bridge"],
-              logs / "bridge.log"),
+              logs / "bridge.log", ready_text="mqtt connected"),
         Child("processors", [python, "-m", "deploy.cli", "processors", "--bootstrap", bootstrap,
                              "--config", str(processors_conf(var)), "--instance-id", "vigil-up-processors",
                              "--client-id", "vigil-up-processors"], logs / "processors.log"),

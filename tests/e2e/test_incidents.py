@@ -83,7 +83,8 @@ class VigilUp:
                 continue
             ppid = int(stat.rpartition(")")[2].split()[1])
             words = [a.decode(errors="replace") for a in argv if a]
-            if (ppid == self.proc.pid and " ".join(words).find(f"deploy.cli {subcommand} ") >= 0
+            line = " ".join(words).replace("deploy.cli -v ", "deploy.cli ")
+            if (ppid == self.proc.pid and line.find(f"deploy.cli {subcommand} ") >= 0
                     and any(str(self.var) in w for w in words)):
                 return int(entry.name)
         raise AssertionError(f"no `{subcommand}` child of vigil up (pid {self.proc.pid}):\n{self.output}")
