@@ -214,29 +214,43 @@ class WindowEngine:
         values). Returns the results it caused and, if it was late, the side output."""
         seen = self._seen.get(key)
         if seen is None:
-            seen = self._seen[key] = {}
+            self._seen[key] = {seq: ts}
         elif seq in seen:
             self._duplicates += 1
             return _EMPTY
-        seen[seq] = ts
+        else:
+            seen[seq] = ts
         self._active = True
         limit = self._watermark - self._grace  # a window ending at or before is closed
         results: list[WindowResult] = []
         late: list[LateEvent] | None = None
         fixed = self._fixed
         for plan in self._plans:
-            if plan.session:
+            size = plan.tumbling_size
+            if size:  # the common case, without the general loop over windows
+                start = ts - ts % size
+                missed = start + size <= limit
+                if not missed:
+                    wkey = (plan.index, key, start)
+                    accs = fixed.get(wkey)
+                    if accs is None:
+                        accs = fixed[wkey] = [init() for init in plan.inits]
+                        self._expire_at(start + size, wkey)
+                    for i, name, add, timed in plan.steps:
+                        if name is None:
+                            value: Any = event
+                        else:
+                            value = event.get(name)
+                            if value is None:
+                                continue
+                        accs[i] = add(accs[i], value, ts) if timed else add(accs[i], value)
+                    if plan.update:
+                        results.append(self._result(plan, key, start, start + size, accs, False))
+            elif plan.session:
                 missed = self._add_to_session(plan, key, ts, event, limit, results)
             else:
                 missed = False
-                steps = plan.steps
-                size = plan.tumbling_size
-                if size:
-                    start = ts - ts % size
-                    windows: Any = ((start, start + size),)
-                else:
-                    windows = plan.kind.windows(ts)  # type: ignore[union-attr]
-                for start, end in windows:
+                for start, end in plan.kind.windows(ts):  # type: ignore[union-attr]
                     if end <= limit:
                         missed = True
                         continue
@@ -245,14 +259,7 @@ class WindowEngine:
                     if accs is None:
                         accs = fixed[wkey] = [init() for init in plan.inits]
                         self._expire_at(end, wkey)
-                    for i, name, add, timed in steps:
-                        if name is None:
-                            value: Any = event
-                        else:
-                            value = event.get(name)
-                            if value is None:
-                                continue
-                        accs[i] = add(accs[i], value, ts) if timed else add(accs[i], value)
+                    self._fold(plan, accs, ts, event)
                     if plan.update:
                         results.append(self._result(plan, key, start, end, accs, False))
             if missed:
@@ -269,6 +276,17 @@ class WindowEngine:
         if not results and late is None:
             return _EMPTY
         return Output(tuple(results), tuple(late) if late else ())
+
+    @staticmethod
+    def _fold(plan: _Plan, accs: list[Any], ts: int, event: Mapping[str, Any]) -> None:
+        for i, name, add, timed in plan.steps:
+            if name is None:
+                value: Any = event
+            else:
+                value = event.get(name)
+                if value is None:
+                    continue
+            accs[i] = add(accs[i], value, ts) if timed else add(accs[i], value)
 
     def advance(self, now_ms: int) -> Output:
         """Wall-clock tick. If the partition has been idle for ``idle_timeout_ms``, the
