@@ -10,6 +10,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from gateway.api import ApiSettings, create_app
 from tests.api.conftest import T0, Feed, transition
@@ -48,7 +50,17 @@ schema = schemathesis.pytest.from_fixture("api_schema").exclude(path=["/alerts/s
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_its_document(case: schemathesis.Case, app_and_token: tuple[object, str]) -> None:
     _, token = app_and_token
-    case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
+    excluded = []
+    meta = case.meta
+    if meta is not None and meta.generation.mode.is_negative and not any(
+            meta.components[loc].mode.is_negative for loc in meta.components
+            if loc not in (ParameterLocation.QUERY, ParameterLocation.HEADER)):
+        # A query string is text: a "negative" boolean true or number 5 arrives as the
+        # valid strings "true" and "5" for rule= or device=; and the headers' mutations
+        # include the Authorization we replace. Negative bodies and paths are still checked
+        # (and the query parameters' own refusals are tested in test_alerts.py).
+        excluded.append(negative_data_rejection)
+    case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded)
 
 
 def test_every_error_in_the_document_is_the_error_model(app_and_token: tuple[object, str]) -> None:
