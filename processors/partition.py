@@ -131,6 +131,7 @@ class PartitionProcessor:
         self._patients: dict[str, PatientMonitor] = {}
         self._clock = _Clock()
         self._last_tick: int | None = None
+        self._dormant: set[str] = set()  # not part of the state: found again on the first tick
         self.events = 0
         self.invalid = 0
         self.duplicates = 0
@@ -164,6 +165,7 @@ class PartitionProcessor:
             self._late(out, result.late)
         kind = event.kind
         now = self._clock.now(wall_ms)
+        self._dormant.discard(event.device)
         if kind in _VEHICLE_KINDS:
             monitor: VehicleMonitor | PatientMonitor = self._vehicle(event.device)
             self._alerts(out, monitor.on_event(event, now), "vehicle")
@@ -280,14 +282,23 @@ class PartitionProcessor:
         result = self._engine.advance(boundary)
         if result.results:
             self._states(out, result.results)
-        for vehicle in self._vehicles.values():
+        dormant = self._dormant  # silent devices: skipped until their next event
+        for device, vehicle in self._vehicles.items():
+            if device in dormant:
+                continue
             changes = vehicle.tick(boundary)
             if changes:
                 self._alerts(out, changes, "vehicle")
-        for patient in self._patients.values():
+            if vehicle.dormant():
+                dormant.add(device)
+        for device, patient in self._patients.items():
+            if device in dormant:
+                continue
             changes = patient.tick(boundary)
             if changes:
                 self._alerts(out, changes, "patient")
+            if patient.dormant():
+                dormant.add(device)
 
     def _alerts(self, out: list[OutRecord], changes: list[Alert], kind: str) -> None:
         for alert in changes:

@@ -307,6 +307,11 @@ class PatientMonitor:
                                         started=heard))
         return out
 
+    def dormant(self) -> bool:
+        """Only its next event can change this monitor (``no_data`` is active): ``tick``
+        would return nothing until then, so a caller may skip it."""
+        return not self._retired and self._book.get("no_data", self.patient) is not None
+
     def _delays_due(self, out: list[Alert], ts: int) -> None:
         """Pending delays (probe off, thresholds) fed again with the last reading at ``ts``."""
         if self.last_ts is None or ts <= self.last_ts:

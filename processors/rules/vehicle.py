@@ -360,6 +360,12 @@ class VehicleMonitor:
                 started=heard))
         return out
 
+    def dormant(self) -> bool:
+        """Only its next event can change this monitor (it is offline, with nothing else
+        pending): ``tick`` would return nothing until then, so a caller may skip it."""
+        return (not self._retired and not self._harsh_last
+                and self._book.get("offline", self.vehicle) is not None)
+
     def _delays_due(self, out: list[Alert], ts: int) -> None:
         """Pending delays fed again with the last readings, which still stand at ``ts``."""
         if self.last_ts is None or ts <= self.last_ts:
