@@ -24,6 +24,7 @@ bench: $(STAMP)
 	PYTHONPATH=. $(PY) tests/perf/bench_gateway.py
 	PYTHONPATH=. $(PY) tests/perf/bench_processors.py
 	PYTHONPATH=. $(PY) tests/perf/bench_rules.py
+	PYTHONPATH=. $(PY) tests/perf/bench_api.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,7 @@
    clients; the time from an alert's commit in the log (the producer's delivery report,
    acks=all) to its arrival at each client.
 
-    PYTHONPATH=. .venv/bin/python tests/api/bench_api.py [--alerts 1000000] [--clients 200]
+    PYTHONPATH=. .venv/bin/python tests/perf/bench_api.py [--alerts 1000000] [--clients 200]
 
 Here (2 CPUs shared with other work, load ~2.5), 1,000,000 alerts (1.33 M transitions,
 a 1.5 GB file): ingestion 5,700 transitions/s; GET /alerts first page p50 1.5-6.4 ms,
