@@ -33,6 +33,9 @@ def register_api(gsub: Any) -> None:
                    help=f"the alert store's SQLite file (default {_DEFAULT_DB})")
     a.add_argument("--bootstrap", default=os.environ.get("VIGIL_BOOTSTRAP", "127.0.0.1:9092"),
                    help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+    a.add_argument("--kafka-config", metavar="FILE", default=os.environ.get("VIGIL_KAFKA_CONFIG"),
+                   help="librdkafka settings, key=value lines as kcat -F reads (TLS, SASL: "
+                        "see gateway/kafka_config.py)")
     a.add_argument("--listen", type=_host_port,
                    default=_host_port(os.environ.get("VIGIL_API", "127.0.0.1:8000")),
                    metavar="HOST:PORT", help="default 127.0.0.1:8000")
@@ -70,10 +73,16 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.api import ApiSettings, create_app
+    from gateway.kafka_config import KafkaConfigError, read_kafka_config
     from gateway.store import StoreTopics
 
+    try:
+        kafka_config = read_kafka_config(args.kafka_config) if args.kafka_config else {}
+    except KafkaConfigError as exc:
+        print(f"vigil gateway api: {exc}", file=sys.stderr)
+        return 2
     settings = ApiSettings(
-        db_path=args.db, bootstrap=args.bootstrap, run_store=not args.no_store,
+        db_path=args.db, bootstrap=args.bootstrap, kafka_config=kafka_config, run_store=not args.no_store,
         store_group=args.group,
         topics=StoreTopics(args.alerts_topic, args.device_state_topic, args.device_status_topic),
         cors_origins=tuple(args.cors_origin), keepalive_s=args.keepalive)

@@ -49,6 +49,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,16 @@ from gateway.metrics import BridgeMetrics
 __all__ = ["STATUS_FIELDS", "Bridge", "BridgeConfig", "BridgeFailed", "classify_status"]
 
 log = logging.getLogger("vigil.gateway")
+
+
+def _client_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What of the producer's settings any client needs too (security, addressing), for
+    the admin client that creates the topics."""
+    producer_only = {"linger.ms", "batch.size", "batch.num.messages", "compression.type",
+                     "compression.codec", "acks", "enable.idempotence", "message.timeout.ms",
+                     "queue.buffering.max.messages", "queue.buffering.max.kbytes", "retries",
+                     "delivery.timeout.ms", "max.in.flight.requests.per.connection", "request.required.acks"}
+    return {k: v for k, v in config.items() if k not in producer_only}
 
 
 class BridgeFailed(RuntimeError):
@@ -237,7 +248,8 @@ class Bridge:
 
     def _ensure_topics(self) -> None:
         c = self.config
-        admin = AdminClient({"bootstrap.servers": c.bootstrap, "socket.connection.setup.timeout.ms": 3000})
+        admin = AdminClient({"bootstrap.servers": c.bootstrap, "socket.connection.setup.timeout.ms": 3000,
+                             **_client_settings(c.producer_config)})
         topics = [NewTopic(t, num_partitions=-1, replication_factor=-1)
                   for t in (c.telemetry_topic, c.rejected_topic)]
         topics.append(NewTopic(c.status_topic, num_partitions=-1, replication_factor=-1,

@@ -43,6 +43,11 @@ def register(sub: Any) -> None:
                    metavar="HOST:PORT", help="MQTT broker (default 127.0.0.1:1883)")
     b.add_argument("--bootstrap", default=_env("VIGIL_BOOTSTRAP", "127.0.0.1:9092"),
                    help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+    b.add_argument("--kafka-config", metavar="FILE", default=_env("VIGIL_KAFKA_CONFIG"),
+                   help="librdkafka settings, key=value lines as kcat -F reads (TLS, SASL: "
+                        "see gateway/kafka_config.py)")
+    b.add_argument("--status-topic", default="device-status",
+                   help="compacted topic of the agents' status (default device-status)")
     b.add_argument("--username", default=_env("VIGIL_MQTT_USER"), help="the bridge's MQTT user")
     b.add_argument("--password-file", default=_env("VIGIL_MQTT_PASSWORD_FILE"),
                    help="file holding the bridge's MQTT password")
@@ -117,9 +122,16 @@ def register(sub: Any) -> None:
 def _bridge(args: argparse.Namespace) -> int:
     from gateway.bridge import Bridge, BridgeConfig, BridgeFailed
     from gateway.core import SkewBounds
+    from gateway.kafka_config import KafkaConfigError, read_kafka_config
     from gateway.metrics import BridgeMetrics
 
     extra: dict[str, Any] = {}
+    if args.kafka_config:
+        try:
+            extra["producer_config"] = read_kafka_config(args.kafka_config)
+        except KafkaConfigError as exc:
+            print(f"vigil gateway bridge: {exc}", file=sys.stderr)
+            return 2
     if args.client_id:
         extra["client_id"] = args.client_id
     if args.max_payload:
@@ -128,7 +140,7 @@ def _bridge(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap, mqtt_host=args.mqtt[0], mqtt_port=args.mqtt[1],
         username=args.username, password=_read_secret(args.password_file), group=args.group,
         shared=False if args.no_shared else None, telemetry_topic=args.telemetry_topic,
-        rejected_topic=args.rejected_topic,
+        rejected_topic=args.rejected_topic, status_topic=args.status_topic,
         skew=SkewBounds(int(args.skew_future_s * 1000), int(args.skew_past_s * 1000)),
         linger_ms=args.linger_ms, compression=args.compression, mqtt_version=args.mqtt_version, **extra)
     metrics = BridgeMetrics()

@@ -60,7 +60,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -881,9 +881,10 @@ class StoreConsumer:
 
     def __init__(self, db: AlertDB, bootstrap: str, group: str = "vigil-alert-store",
                  topics: StoreTopics = StoreTopics(), batch: int = 500,
-                 discover_every: float = 2.0) -> None:
+                 discover_every: float = 2.0, client_config: Mapping[str, Any] | None = None) -> None:
         self.db = db
         self.bootstrap = bootstrap
+        self.client_config = dict(client_config or {})  # TLS, SASL, ... (gateway.kafka_config)
         self.group = group
         self.topics = topics
         self.batch = batch
@@ -910,6 +911,7 @@ class StoreConsumer:
             "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest", "socket.connection.setup.timeout.ms": 3000,
             "topic.metadata.refresh.interval.ms": 5000, "fetch.wait.max.ms": 100,
+            **self.client_config,
         })
         self.status.running = True
         assigned: set[tuple[str, int]] = set()

@@ -93,6 +93,7 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-re
 class ApiSettings:
     db_path: Path | str = "var/gateway/alerts.db"
     bootstrap: str | None = None  # the log; None: no consumer, no /cluster
+    kafka_config: dict[str, str] = field(default_factory=dict)  # TLS, SASL, ... (gateway.kafka_config)
     run_store: bool = True  # run the store's consumer in this process (needs bootstrap)
     store_group: str = "vigil-alert-store"
     topics: StoreTopics = field(default_factory=StoreTopics)
@@ -232,7 +233,8 @@ def create_app(settings: ApiSettings | None = None, db: AlertDB | None = None) -
         wake = the_db.notifier.subscribe(lambda _last: dispatcher.notify()) if dispatcher else None
         consumer = None
         if s.bootstrap and s.run_store:
-            consumer = StoreConsumer(the_db, s.bootstrap, s.store_group, s.topics).start()
+            consumer = StoreConsumer(the_db, s.bootstrap, s.store_group, s.topics,
+                                     client_config=s.kafka_config).start()
             app.state.consumer = consumer
         try:
             yield
@@ -547,6 +549,7 @@ def _ops_routes(app: FastAPI, db: AlertDB, s: ApiSettings) -> None:
         except ImportError as exc:
             raise ApiError(503, f"the cluster view is not available: {exc}") from exc
         try:
-            return describe_cluster(s.bootstrap, timeout=s.cluster_timeout_s)
+            return describe_cluster({**s.kafka_config, "bootstrap.servers": s.bootstrap},
+                                    timeout=s.cluster_timeout_s)
         except ClusterUnavailable as exc:
             raise ApiError(503, f"the log cluster did not answer: {exc}") from exc
