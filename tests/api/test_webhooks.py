@@ -111,8 +111,10 @@ def test_signed_deliveries_of_what_the_filter_selects(served: tuple[Api, Server]
             change = orjson.loads(body)["alert"]
             assert change["alert"]["last_change_at"].endswith("Z")
 
+        # the receiver answered; the dispatcher records the outcome right after
+        wait_until(lambda: sorted(d["status"] for d in c.get(f"/webhooks/{hook['id']}/deliveries").json())
+                   == ["delivered"] * 3, what="three deliveries logged as delivered")
         log = c.get(f"/webhooks/{hook['id']}/deliveries").json()
-        assert sorted(d["status"] for d in log) == ["delivered"] * 3
         retried = next(d for d in log if d["body"]["alert"]["alert"]["device"] == "truck-3")
         detail = c.get(f"/webhooks/deliveries/{retried['id']}").json()
         assert [(a["status_code"], a["outcome"]) for a in detail["log"]] == [(503, "retry"), (204, "delivered")]
