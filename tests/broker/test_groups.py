@@ -111,7 +111,8 @@ class Member:
                  log_dir: Path, *extra: str) -> None:
         self.name = name
         self.events: list[dict[str, Any]] = []
-        self._stderr = open(log_dir / f"member-{name}.log", "wb")  # noqa: SIM115
+        self.log_path = log_dir / f"member-{name}.log"
+        self._stderr = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.broker.group_member", client,
              "--bootstrap", bootstrap, "--group", group, "--topic", topic,
@@ -176,9 +177,14 @@ class Member:
 
     def summary(self) -> str:
         failures = [e["error"] for e in self.of("commit_failed") + self.of("error")]
+        try:  # the client's own log, for a member that is stuck
+            stderr = self.log_path.read_text(errors="replace").splitlines()[-8:]
+        except OSError:
+            stderr = []
         return (f"{self.name}: alive={self.proc.poll() is None} "
                 f"assignment={sorted(self.assignment)} seen={len(self.seen)} "
-                f"committed={self.committed} errors={failures[:3]}")
+                f"committed={self.committed} errors={failures[:3]}"
+                + "".join(f"\n    | {line}" for line in stderr))
 
 
 @pytest.fixture
