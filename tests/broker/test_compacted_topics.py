@@ -69,7 +69,10 @@ def test_a_reader_from_the_beginning_sees_the_latest_value_of_every_key(fast_cle
     while len(records) > 900 and time.monotonic() < deadline:
         time.sleep(0.5)
         records = read_all(b.bootstrap, "device-state")
-    assert len(records) == 900, f"{len(records)} records left of 10,100 written"
+    assert len(records) == 900, (
+        f"{len(records)} records left of 10,100 written; offsets read "
+        f"{[o for o, _, _ in records[:3]]}...{[o for o, _, _ in records[-3:]]}; broker log tail:\n"
+        + "\n".join(b.log().splitlines()[-20:]))
 
     seen: dict[bytes, bytes | None] = {}
     offsets = [o for o, _, _ in records]
