@@ -228,7 +228,7 @@ def demo_token(var: Path, python: str, db: Path) -> str:
     """A read+ack token for the box's own dashboard, made once and kept (mode 0600) in
     ``var/gateway/demo.token``."""
     path = var / "gateway" / "demo.token"
-    if path.exists():
+    if path.exists() and db.exists():  # (a new alert store has no tokens: make one again)
         return path.read_text().strip()
     done = subprocess.run([python, "-m", "deploy.cli", "tokens", "--db", str(db), "create", "--name", "vigil-up",
                            "--scope", "read", "--scope", "ack"], capture_output=True, text=True, check=False)
