@@ -32,6 +32,7 @@ Outputs, deterministic given the input order (see the contract in ``processors``
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,7 +153,7 @@ class PartitionProcessor:
         before = engine.duplicate_count
         data = event.data
         if event.kind == "gps":
-            data = self._with_step(event)
+            data = self._with_step(self._vehicle(event.device), event)
         result = engine.process(event.device, event.seq, event.ts, data)
         if engine.duplicate_count != before:
             self.duplicates += 1
@@ -248,11 +249,11 @@ class PartitionProcessor:
             return None
         return Event(device, seq, ts, kind, data)
 
-    def _with_step(self, event: Event) -> dict[str, Any]:
+    @staticmethod
+    def _with_step(vehicle: VehicleMonitor, event: Event) -> dict[str, Any]:
         """The GPS data with ``step_m``, the distance from the vehicle's previous fix, so a
         window's distance includes the step that crossed into it."""
         data = event.data
-        vehicle = self._vehicle(event.device)
         previous, lat, lon = vehicle.position, data.get("lat"), data.get("lon")
         if (previous is None or data.get("mode") not in (2, 3) or not isinstance(lat, int | float)
                 or not isinstance(lon, int | float)
@@ -283,22 +284,17 @@ class PartitionProcessor:
         if result.results:
             self._states(out, result.results)
         dormant = self._dormant  # silent devices: skipped until their next event
-        for device, vehicle in self._vehicles.items():
-            if device in dormant:
-                continue
-            changes = vehicle.tick(boundary)
-            if changes:
-                self._alerts(out, changes, "vehicle")
-            if vehicle.dormant():
-                dormant.add(device)
-        for device, patient in self._patients.items():
-            if device in dormant:
-                continue
-            changes = patient.tick(boundary)
-            if changes:
-                self._alerts(out, changes, "patient")
-            if patient.dormant():
-                dormant.add(device)
+        monitors: tuple[tuple[Mapping[str, VehicleMonitor | PatientMonitor], str], ...] = (
+            (self._vehicles, "vehicle"), (self._patients, "patient"))
+        for by_device, kind in monitors:
+            for device, monitor in by_device.items():
+                if device in dormant:
+                    continue
+                changes = monitor.tick(boundary)
+                if changes:
+                    self._alerts(out, changes, kind)
+                if monitor.dormant():
+                    dormant.add(device)
 
     def _alerts(self, out: list[OutRecord], changes: list[Alert], kind: str) -> None:
         for alert in changes:
